@@ -1,0 +1,76 @@
+"""JAX: stateless steps, `jax.value_and_grad` over the student's forward pass.
+
+The Keras JAX trainer passes every variable's value in `state` and expects the
+updated values back. Each phase below runs inside a `StatelessScope` mapping
+the Distiller's variables to those values, so the backend-independent code
+in the Distiller reads and assigns variables as usual.
+"""
+
+import jax
+import keras
+
+
+def train_step(distiller, state, data):
+    trainable, non_trainable, optimizer_values, metrics_values = state
+    non_trainable_variables = distiller.non_trainable_variables
+
+    # Schedules and the frozen teacher, outside the differentiated function.
+    with _scope(distiller, trainable, non_trainable, optimizer_values, metrics_values) as scope:
+        batch = distiller.prepare_batch(data, training=True)
+    non_trainable = _current_values(scope, non_trainable_variables, non_trainable)
+
+    def scaled_loss(trainable_values, non_trainable_values):
+        with _scope(
+            distiller, trainable_values, non_trainable_values, optimizer_values, metrics_values
+        ) as scope:
+            outputs = distiller.compute_step_loss(batch, training=True)
+            loss = distiller.optimizer.scale_loss(outputs.loss)
+        new_non_trainable = _current_values(scope, non_trainable_variables, non_trainable_values)
+        return loss, (outputs, new_non_trainable)
+
+    (_, (outputs, non_trainable)), gradients = jax.value_and_grad(scaled_loss, has_aux=True)(
+        trainable, non_trainable
+    )
+    trainable, optimizer_values = distiller.optimizer.stateless_apply(
+        optimizer_values, gradients, trainable
+    )
+    logs, metrics_values = _update_metrics(
+        distiller, batch, outputs, trainable, non_trainable, optimizer_values, metrics_values
+    )
+    return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+
+def test_step(distiller, state, data):
+    trainable, non_trainable, metrics_values = state
+    with _scope(distiller, trainable, non_trainable, (), metrics_values) as scope:
+        batch = distiller.prepare_batch(data, training=False)
+        outputs = distiller.compute_step_loss(batch, training=False)
+    non_trainable = _current_values(scope, distiller.non_trainable_variables, non_trainable)
+    logs, metrics_values = _update_metrics(
+        distiller, batch, outputs, trainable, non_trainable, (), metrics_values
+    )
+    return logs, (trainable, non_trainable, metrics_values)
+
+
+def _update_metrics(distiller, batch, outputs, trainable, non_trainable, optimizer_values, metrics_values):
+    with _scope(distiller, trainable, non_trainable, optimizer_values, metrics_values) as scope:
+        logs = distiller.update_metrics(batch, outputs)
+    return logs, _current_values(scope, distiller.metrics_variables, metrics_values)
+
+
+def _scope(distiller, trainable, non_trainable, optimizer_values, metrics_values):
+    mapping = (
+        list(zip(distiller.trainable_variables, trainable))
+        + list(zip(distiller.non_trainable_variables, non_trainable))
+        + list(zip(distiller.optimizer.variables, optimizer_values))
+        + list(zip(distiller.metrics_variables, metrics_values))
+    )
+    return keras.StatelessScope(state_mapping=mapping, collect_losses=True)
+
+
+def _current_values(scope, variables, previous_values):
+    values = []
+    for variable, previous in zip(variables, previous_values):
+        current = scope.get_current_value(variable)
+        values.append(previous if current is None else current)
+    return values

@@ -1,0 +1,23 @@
+"""TensorFlow: the student's forward pass under a `tf.GradientTape`."""
+
+import tensorflow as tf
+from keras.src.losses.loss import scale_loss_for_distribution
+
+
+def train_step(distiller, data):
+    # The teacher runs before the tape opens, so it is never recorded.
+    batch = distiller.prepare_batch(data, training=True)
+    with tf.GradientTape() as tape:
+        outputs = distiller.compute_step_loss(batch, training=True)
+        # Under tf.distribute each replica's gradients are summed.
+        loss = distiller.optimizer.scale_loss(scale_loss_for_distribution(outputs.loss))
+    variables = distiller.trainable_variables
+    gradients = tape.gradient(loss, variables)
+    distiller.optimizer.apply(gradients, variables)
+    return distiller.update_metrics(batch, outputs)
+
+
+def test_step(distiller, data):
+    batch = distiller.prepare_batch(data, training=False)
+    outputs = distiller.compute_step_loss(batch, training=False)
+    return distiller.update_metrics(batch, outputs)

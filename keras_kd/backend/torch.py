@@ -1,0 +1,23 @@
+"""PyTorch: autograd on the student's forward pass; the teacher under no_grad."""
+
+import torch
+
+
+def train_step(distiller, data):
+    with torch.no_grad():
+        batch = distiller.prepare_batch(data, training=True)
+    distiller.zero_grad()
+    outputs = distiller.compute_step_loss(batch, training=True)
+    distiller.optimizer.scale_loss(outputs.loss).backward()
+    variables = distiller.trainable_variables
+    gradients = [variable.value.grad for variable in variables]
+    with torch.no_grad():
+        distiller.optimizer.apply(gradients, variables)
+    return distiller.update_metrics(batch, outputs)
+
+
+def test_step(distiller, data):
+    with torch.no_grad():
+        batch = distiller.prepare_batch(data, training=False)
+        outputs = distiller.compute_step_loss(batch, training=False)
+        return distiller.update_metrics(batch, outputs)

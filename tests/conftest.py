@@ -1,0 +1,60 @@
+"""Test set-up: one backend per process, chosen by KERAS_BACKEND (as Keras does)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REQUESTED_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+os.environ["KERAS_BACKEND"] = REQUESTED_BACKEND
+
+# torch before tensorflow: the other order can segfault.
+import torch  # noqa: E402,F401
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def make_mlp(hidden, num_classes=3, input_dim=8, name=None, batchnorm=True, dropout=0.0):
+    """A tiny functional classifier that outputs logits."""
+    inputs = keras.Input((input_dim,))
+    hidden_units = keras.layers.Dense(hidden, activation="relu")(inputs)
+    if batchnorm:
+        hidden_units = keras.layers.BatchNormalization()(hidden_units)
+    if dropout:
+        hidden_units = keras.layers.Dropout(dropout)(hidden_units)
+    logits = keras.layers.Dense(num_classes)(hidden_units)
+    return keras.Model(inputs, logits, name=name)
+
+
+def make_data(rows=64, input_dim=8, num_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, input_dim)).astype("float32")
+    y = rng.integers(0, num_classes, size=rows)
+    return x, y
+
+
+def run_in_backend(backend_name, code, timeout=300):
+    """Runs `code` in a fresh Python process on another backend; returns stdout."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND=backend_name, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"subprocess on {backend_name} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
