@@ -107,6 +107,7 @@ class Distiller(keras.Model):
             "alpha", alpha, validation.check_alpha
         )
         self.distillation_loss = kd_losses.get(distillation_loss)
+        _build_from_teacher_inputs(student, teacher)
         _check_logit_models(teacher, student)
 
         teacher.trainable = False
@@ -155,6 +156,18 @@ class Distiller(keras.Model):
         self.hard_loss = kd_losses.resolve_hard_loss(loss)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         return self
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        optimizer = (config or {}).get("optimizer")
+        # Keras records backend classes (keras.src.backend.torch.optimizers...)
+        # for its own optimizers, which another backend cannot import. The
+        # public name loads everywhere.
+        if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith(
+            "keras.src.backend."
+        ):
+            optimizer["module"] = "keras.optimizers"
+        return config
 
     def compile_from_config(self, config):
         # Keras skips compile() on load for models that override it; this
@@ -279,6 +292,14 @@ class Distiller(keras.Model):
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
+
+
+def _build_from_teacher_inputs(student, teacher):
+    """Builds a student given without an Input (e.g. a bare Sequential)."""
+    teacher_shapes = _io_shapes(teacher)
+    if student.built or teacher_shapes is None or len(teacher_shapes[0]) != 1:
+        return
+    student.build(teacher_shapes[0][0])
 
 
 def _check_logit_models(teacher, student):
