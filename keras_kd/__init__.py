@@ -2,7 +2,8 @@
 
 from keras_kd import losses
 from keras_kd.distiller import Distiller
+from keras_kd.features import FeatureMatch
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "losses"]
+__all__ = ["Distiller", "FeatureMatch", "losses"]

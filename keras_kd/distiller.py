@@ -6,12 +6,15 @@ import keras
 from keras import ops
 
 from keras_kd import backend as kd_backend
+from keras_kd import features as kd_features
 from keras_kd import hyperparameters
 from keras_kd import losses as kd_losses
 from keras_kd import validation
 
 # What the teacher (run outside the gradient computation) hands to the loss.
-Batch = collections.namedtuple("Batch", ["x", "y", "sample_weight", "teacher_logits"])
+Batch = collections.namedtuple(
+    "Batch", ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step"]
+)
 # What the loss computation hands to the metrics.
 StepOutputs = collections.namedtuple("StepOutputs", ["loss", "student_logits", "terms"])
 
@@ -60,8 +63,11 @@ class Distiller(keras.Model):
             `keras.optimizers.schedules.LearningRateSchedule`, or a callable of
             the training step (see `keras_kd.hyperparameters.ScheduledValue`).
         alpha: Float in [0, 1], or a schedule/callable as for `temperature`.
-        distillation_loss: A `keras_kd.losses.DistillationLoss`; defaults to
-            `keras_kd.losses.SoftTargetKL()`.
+        distillation_loss: A `keras_kd.losses.DistillationLoss` between the
+            logits; defaults to `keras_kd.losses.SoftTargetKL()`.
+        feature_matches: A list of `keras_kd.FeatureMatch`: intermediate
+            layers to align, each adding `weight * loss` to the total (after a
+            trainable adapter where the shapes differ).
         name: Name of the model.
 
     Raises:
@@ -88,6 +94,7 @@ class Distiller(keras.Model):
         temperature=4.0,
         alpha=0.9,
         distillation_loss=None,
+        feature_matches=(),
         name="distiller",
         **kwargs,
     ):
@@ -109,6 +116,23 @@ class Distiller(keras.Model):
         self.distillation_loss = kd_losses.get(distillation_loss)
         _build_from_teacher_inputs(student, teacher)
         _check_logit_models(teacher, student)
+        self.feature_matches = _check_feature_matches(feature_matches)
+        # Views share the models' layers and variables; they are kept out of
+        # Keras's tracking so nothing is saved twice.
+        object.__setattr__(
+            self,
+            "_teacher_view",
+            kd_features.multi_output_view(
+                teacher, "teacher", [m.teacher_layer for m in self.feature_matches]
+            ),
+        )
+        object.__setattr__(
+            self,
+            "_student_view",
+            kd_features.multi_output_view(
+                student, "student", [m.student_layer for m in self.feature_matches]
+            ),
+        )
 
         teacher.trainable = False
         self.teacher = teacher
@@ -123,9 +147,24 @@ class Distiller(keras.Model):
             self._alpha_value.initial_value, trainable=False, dtype="float32", name="alpha"
         )
         self.hard_loss = kd_losses.label_cross_entropy
-        self._term_trackers = {"distillation_loss": keras.metrics.Mean(name="distillation_loss")}
+        self.adapters = [
+            kd_features.make_adapter(
+                match,
+                student.get_layer(match.student_layer).output.shape,
+                teacher.get_layer(match.teacher_layer).output.shape,
+            )
+            for match in self.feature_matches
+        ]
+        term_names = ["distillation_loss"]
         if self.uses_labels:
-            self._term_trackers["student_loss"] = keras.metrics.Mean(name="student_loss")
+            term_names.append("student_loss")
+        term_names += [match.name for match in self.feature_matches]
+        if len(set(term_names)) != len(term_names):
+            raise ValueError(
+                f"Loss terms need distinct names for the logs; got {term_names}. "
+                "Give each FeatureMatch a `name`."
+            )
+        self._term_trackers = {name: keras.metrics.Mean(name=name) for name in term_names}
         self._teacher_agreement = keras.metrics.Mean(name="teacher_agreement")
         self._temperature_log = CurrentValue("temperature")
         self._alpha_log = CurrentValue("alpha")
@@ -195,22 +234,31 @@ class Distiller(keras.Model):
                 "the hard-label term a weight. Pass y to fit(), or set "
                 "alpha=1.0 for label-free distillation."
             )
+        step = None
         if training:
-            step = self.optimizer.iterations
+            step = ops.cast(self.optimizer.iterations, "float32")
             if not self._temperature_value.is_constant:
                 self.temperature.assign(self._temperature_value.at_step(step))
             if not self._alpha_value.is_constant:
                 self.alpha.assign(self._alpha_value.at_step(step))
-        teacher_logits = ops.stop_gradient(self.teacher(x, training=False))
-        return Batch(x, y, sample_weight, teacher_logits)
+        teacher_logits, teacher_features = _split_outputs(
+            self._teacher_view(x, training=False), self.feature_matches
+        )
+        teacher_logits = ops.stop_gradient(teacher_logits)
+        teacher_features = [ops.stop_gradient(feature) for feature in teacher_features]
+        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step)
 
     def compute_step_loss(self, batch, training):
         """Runs the student once and returns the loss and what metrics need."""
-        student_logits = self.student(batch.x, training=training)
+        student_logits, student_features = _split_outputs(
+            self._student_view(batch.x, training=training), self.feature_matches
+        )
         _check_same_shape(batch.teacher_logits, student_logits)
         temperature = ops.convert_to_tensor(self.temperature)
         alpha = ops.convert_to_tensor(self.alpha)
-        soft = self.distillation_loss(batch.teacher_logits, student_logits, temperature)
+        soft = self.distillation_loss(
+            batch.teacher_logits, student_logits, temperature, step=batch.step
+        )
         terms = {"distillation_loss": kd_losses.weighted_mean(soft, batch.sample_weight)}
         if self.uses_labels and batch.y is not None:
             hard = ops.cast(self.hard_loss(batch.y, student_logits), "float32")
@@ -218,8 +266,18 @@ class Distiller(keras.Model):
             terms["student_loss"] = kd_losses.weighted_mean(hard, batch.sample_weight)
         else:
             per_example = alpha * soft
+        for match, adapter, teacher_feature, student_feature in zip(
+            self.feature_matches, self.adapters, batch.teacher_features, student_features
+        ):
+            if adapter is not None:
+                student_feature = adapter(student_feature, training=training)
+            feature_loss = ops.cast(match.loss(teacher_feature, student_feature), "float32")
+            terms[match.name] = kd_losses.weighted_mean(feature_loss, batch.sample_weight)
+            per_example = per_example + match.weight * feature_loss
         loss = kd_losses.weighted_mean(per_example, batch.sample_weight)
-        regularization = self.student.losses
+        regularization = self.student.losses + [
+            loss_value for adapter in self.adapters if adapter is not None for loss_value in adapter.losses
+        ]
         if regularization:
             loss = loss + ops.cast(ops.sum(ops.stack(regularization)), "float32")
         return StepOutputs(loss, student_logits, terms)
@@ -278,6 +336,9 @@ class Distiller(keras.Model):
                 "distillation_loss": keras.saving.serialize_keras_object(
                     self.distillation_loss
                 ),
+                "feature_matches": [
+                    keras.saving.serialize_keras_object(match) for match in self.feature_matches
+                ],
             }
         )
         return config
@@ -287,11 +348,33 @@ class Distiller(keras.Model):
         config = dict(config)
         for key in ("teacher", "student", "distillation_loss"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["feature_matches"] = [
+            keras.saving.deserialize_keras_object(match)
+            for match in config.get("feature_matches", [])
+        ]
         for key in ("temperature", "alpha"):
             config[key] = hyperparameters.deserialize(config[key])
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
+
+
+def _check_feature_matches(feature_matches):
+    feature_matches = list(feature_matches or ())
+    for match in feature_matches:
+        if not isinstance(match, kd_features.FeatureMatch):
+            raise TypeError(
+                "`feature_matches` must be a list of keras_kd.FeatureMatch; got "
+                f"{match!r} of type {type(match).__name__}."
+            )
+    return feature_matches
+
+
+def _split_outputs(outputs, feature_matches):
+    """`[logits, *features]` from a view; a plain model returns logits alone."""
+    if not feature_matches:
+        return outputs, []
+    return outputs[0], list(outputs[1:])
 
 
 def _build_from_teacher_inputs(student, teacher):

@@ -1,0 +1,157 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_kd
+from conftest import make_mlp
+
+
+class CallCounter(keras.layers.Layer):
+    """Identity layer that counts its (eager) calls."""
+
+    calls = 0
+
+    def call(self, inputs):
+        CallCounter.calls += 1
+        return inputs
+
+
+def conv_model(channels, name, size=12, counter=False):
+    inputs = keras.Input((size, size, 1))
+    features = inputs
+    if counter:
+        features = CallCounter(name=f"{name}_counter")(features)
+    features = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"{name}_conv1")(features)
+    features = keras.layers.BatchNormalization(name=f"{name}_bn")(features)
+    features = keras.layers.MaxPooling2D(name=f"{name}_pool")(features)
+    features = keras.layers.Conv2D(channels * 2, 3, padding="same", activation="relu", name=f"{name}_conv2")(features)
+    pooled = keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(features)
+    logits = keras.layers.Dense(3, name=f"{name}_logits")(pooled)
+    return keras.Model(inputs, logits, name=name)
+
+
+def image_data(rows=32, size=12):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(rows, size, size, 1)).astype("float32"), rng.integers(0, 3, rows)
+
+
+def test_adapters_are_created_trained_and_kept_out_of_the_student():
+    teacher, student = conv_model(8, "teacher"), conv_model(4, "student")
+    matches = [
+        keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv2", loss="mse"),
+        keras_kd.FeatureMatch(teacher_layer=teacher.get_layer("teacher_gap"), student_layer="student_gap", loss="cosine"),
+        keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv1", loss="mse", name="resized"),
+    ]
+    student_parameters = student.count_params()
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=matches)
+    conv_adapter, dense_adapter, resizing_adapter = distiller.adapters
+    assert isinstance(dense_adapter, keras.layers.Dense) and dense_adapter.units == 16
+    assert conv_adapter.layers[0].kernel.shape == (1, 1, 8, 16)
+    assert [type(layer).__name__ for layer in resizing_adapter.layers] == ["Conv2D", "Resizing"]
+
+    before = [np.array(w) for w in dense_adapter.get_weights()]
+    x, y = image_data()
+    history = distiller.compile(optimizer=keras.optimizers.Adam(0.01)).fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert set(history.history) >= {"mse_student_conv2", "cosine_student_gap", "resized", "distillation_loss", "student_loss"}
+    assert not np.allclose(before[0], dense_adapter.get_weights()[0])
+    assert student.count_params() == student_parameters
+    assert all("adapter" not in layer.name for layer in student.layers)
+
+
+def test_each_model_runs_once_per_step():
+    teacher, student = conv_model(8, "teacher", counter=True), conv_model(4, "student", counter=True)
+    match = keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv2")
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=[match])
+    distiller.compile(optimizer="sgd", run_eagerly=True)
+    x, y = image_data(rows=16)
+    CallCounter.calls = 0
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert CallCounter.calls == 2  # one teacher pass + one student pass
+    CallCounter.calls = 0
+    distiller.evaluate(x, y, batch_size=16, verbose=0)
+    assert CallCounter.calls == 2
+
+
+def test_evaluate_leaves_batchnorm_statistics_untouched():
+    teacher, student = conv_model(8, "teacher"), conv_model(4, "student")
+    match = keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv2")
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=[match]).compile(optimizer="sgd")
+    x, y = image_data()
+    distiller.fit(x, y, epochs=1, verbose=0)
+    moving = [np.array(v) for v in student.get_layer("student_bn").non_trainable_weights]
+    distiller.evaluate(x * 5 + 3, y, verbose=0)
+    for before, after in zip(moving, student.get_layer("student_bn").non_trainable_weights):
+        np.testing.assert_array_equal(before, np.array(after))
+
+
+def test_a_distiller_with_adapters_round_trips_through_keras_files(tmp_path):
+    teacher, student = conv_model(8, "teacher"), conv_model(4, "student")
+    match = keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv1", weight=0.5)
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=[match]).compile(optimizer="adam")
+    x, y = image_data()
+    distiller.fit(x, y, epochs=1, verbose=0)
+    distiller.save(tmp_path / "d.keras")
+    loaded = keras.saving.load_model(tmp_path / "d.keras", safe_mode=True)
+    assert loaded.feature_matches[0].weight == 0.5
+    for original, restored in zip(distiller.adapters[0].weights, loaded.adapters[0].weights):
+        np.testing.assert_array_equal(np.array(original), np.array(restored))
+    expected = distiller.evaluate(x, y, return_dict=True, verbose=0)
+    assert loaded.evaluate(x, y, return_dict=True, verbose=0)["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    loaded.fit(x, y, epochs=1, verbose=0)
+
+
+def test_sequential_models_work():
+    teacher = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="t_hidden"), keras.layers.Dense(3)]
+    )
+    student = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, activation="relu", name="s_hidden"), keras.layers.Dense(3)]
+    )
+    match = keras_kd.FeatureMatch(teacher_layer="t_hidden", student_layer="s_hidden")
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=[match]).compile(optimizer="adam")
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    history = distiller.fit(x, np.zeros(16, "int32"), epochs=1, verbose=0)
+    assert "mse_s_hidden" in history.history
+
+
+class SubclassedStudent(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(4, name="hidden")
+        self.head = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return self.head(self.hidden(inputs))
+
+
+def test_bad_feature_matches_are_refused_with_what_to_do():
+    teacher, student = make_mlp(16, name="teacher"), make_mlp(4, name="student")
+    hidden = teacher.layers[1].name
+    with pytest.raises(ValueError, match=r"no layer named 'missing'.*Its layers"):
+        keras_kd.Distiller(teacher, student, feature_matches=[keras_kd.FeatureMatch("missing", student.layers[1].name)])
+    with pytest.raises(ValueError, match="adapter=None"):
+        keras_kd.Distiller(
+            teacher, student, feature_matches=[keras_kd.FeatureMatch(hidden, student.layers[1].name, adapter=None)]
+        )
+    subclassed = SubclassedStudent()
+    subclassed(np.zeros((1, 8), "float32"))
+    with pytest.raises(ValueError, match="subclassed model.*functional API"):
+        keras_kd.Distiller(teacher, subclassed, feature_matches=[keras_kd.FeatureMatch(hidden, "hidden")])
+    image_teacher = conv_model(8, "image_teacher", size=8)
+    flat_student = keras.Model(*_flat_image_student())
+    with pytest.raises(ValueError, match=r"cannot adapt the student feature of shape \(None, 4\)"):
+        keras_kd.Distiller(
+            image_teacher, flat_student, feature_matches=[keras_kd.FeatureMatch("image_teacher_conv2", "flat_hidden")]
+        )
+    with pytest.raises(TypeError, match="list of keras_kd.FeatureMatch"):
+        keras_kd.Distiller(teacher, student, feature_matches=[("a", "b")])
+    with pytest.raises(ValueError, match="weight` of a FeatureMatch must be >= 0"):
+        keras_kd.FeatureMatch("a", "b", weight=-1)
+    with pytest.raises(ValueError, match="Unknown|unknown"):
+        keras_kd.FeatureMatch("a", "b", loss="l7")
+
+
+def _flat_image_student():
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(4, name="flat_hidden")(keras.layers.Flatten()(inputs))
+    return inputs, keras.layers.Dense(3)(hidden)
