@@ -1,6 +1,8 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
 import collections
+import os
+import tempfile
 
 import keras
 from keras import ops
@@ -177,6 +179,50 @@ class Distiller(keras.Model):
 
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Saves like `keras.Model.save`, atomically.
+
+        The file is written beside `filepath` under a temporary name and then
+        renamed, so a save that fails (or is killed) leaves any previous file
+        intact.
+        """
+        filepath = os.fspath(filepath)
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{filepath} exists and overwrite=False.")
+        directory, basename = os.path.split(os.path.abspath(filepath))
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{basename}.", suffix=".keras", dir=directory
+        )
+        os.close(descriptor)
+        try:
+            super().save(temporary, overwrite=True, **kwargs)
+            os.replace(temporary, filepath)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+    def _random_states(self):
+        # Seed-generator states (Dropout, augmentation) are variables but not
+        # weights, so Keras does not save them; without them a run resumed
+        # by BackupAndRestore draws other dropout masks than the original.
+        weight_ids = {id(weight) for weight in self.weights}
+        return [variable for variable in self.variables if id(variable) not in weight_ids]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for index, state in enumerate(self._random_states()):
+            store[f"random_state_{index}"] = state
+
+    def load_own_variables(self, store):
+        prefix = "random_state_"
+        super().load_own_variables(
+            {key: store[key] for key in store.keys() if not key.startswith(prefix)}
+        )
+        saved = {key: store[key] for key in store.keys() if key.startswith(prefix)}
+        for index, state in enumerate(self._random_states()):
+            if f"{prefix}{index}" in saved:
+                state.assign(saved[f"{prefix}{index}"])
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training; returns the Distiller so calls can chain.

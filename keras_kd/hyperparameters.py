@@ -48,8 +48,22 @@ class ScheduledValue:
         return ops.cast(self.schedule(ops.cast(step, "float32")), "float32")
 
     def serialize(self):
+        """A float, or the schedule's Keras config.
+
+        Raises:
+            ValueError: for a plain Python callable, whose code cannot be
+                saved in a form that `load_model(safe_mode=True)` accepts.
+        """
         if self.schedule is None:
             return self.initial_value
+        if not _is_safely_serializable(self.schedule):
+            raise ValueError(
+                f"The `{self.name}` schedule {self.schedule!r} is a plain Python "
+                "callable, which cannot be saved safely (loading it would need "
+                "safe_mode=False). Use a keras.optimizers.schedules."
+                "LearningRateSchedule, or decorate your function or class with "
+                "@keras.saving.register_keras_serializable()."
+            )
         return keras.saving.serialize_keras_object(self.schedule)
 
 
@@ -58,6 +72,15 @@ def deserialize(config):
     if isinstance(config, dict):
         return keras.saving.deserialize_keras_object(config)
     return config
+
+
+def _is_safely_serializable(schedule):
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return True
+    registered = keras.saving.get_registered_name(
+        schedule if hasattr(schedule, "__name__") else type(schedule)
+    )
+    return registered != getattr(schedule, "__name__", type(schedule).__name__)
 
 
 def _as_python_float(name, array):

@@ -21,14 +21,14 @@ def _seeded():
     keras.config.set_dtype_policy("float32")
 
 
-def make_mlp(hidden, num_classes=3, input_dim=8, name=None, batchnorm=True, dropout=0.0):
+def make_mlp(hidden, num_classes=3, input_dim=8, name=None, batchnorm=True, dropout=0.0, dropout_seed=None):
     """A tiny functional classifier that outputs logits."""
     inputs = keras.Input((input_dim,))
     hidden_units = keras.layers.Dense(hidden, activation="relu")(inputs)
     if batchnorm:
         hidden_units = keras.layers.BatchNormalization()(hidden_units)
     if dropout:
-        hidden_units = keras.layers.Dropout(dropout)(hidden_units)
+        hidden_units = keras.layers.Dropout(dropout, seed=dropout_seed)(hidden_units)
     logits = keras.layers.Dense(num_classes)(hidden_units)
     return keras.Model(inputs, logits, name=name)
 
