@@ -4,8 +4,22 @@ Each loss is a pure `keras.ops` function that returns one value per example,
 so the caller decides how to reduce (and how to honour sample weights), plus a
 thin serializable class on top. All math runs in float32, even when the models
 run in a mixed-precision policy, and probabilities are handled in log space.
+
+Two families:
+
+* Logit losses (`DistillationLoss`): `loss(teacher_logits, student_logits,
+  temperature, step=None)`. `SoftTargetKL` (Hinton et al., 2015) and
+  `DecoupledKD` (Zhao et al., 2022). Each takes `standardize=True` for the
+  logit standardization of Sun et al. (2024).
+* Feature losses (`FeatureLoss`): `loss(teacher_feature, student_feature)`.
+  `HintMSE` (FitNets), `AttentionTransfer`, `CosineFeatureLoss`, and the
+  batch-level relational losses `RelationalKD` and `ProbabilisticKT`.
+
+Where a paper and its reference code disagree, the docstrings say which one
+is followed, so that hyperparameters published with the code carry over.
 """
 
+import numbers
 import re
 
 import keras
@@ -13,17 +27,191 @@ from keras import ops
 
 from keras_kd import validation
 
+# A positive floor far below any meaningful float32 value: keeps square roots
+# and divisions away from 0 (and their gradients finite) without changing
+# any result that is not degenerate.
+_TINY = 1e-30
+
+# Excluded classes get a logit this far below the row's smallest one, so that
+# exp() of their shifted value underflows to exactly 0 at any logit scale.
+_EXCLUDED_LOGIT_GAP = 1e3
+
+
+# --------------------------------------------------------------------------
+# Shared math
+# --------------------------------------------------------------------------
+
+
+def _as_float32(*tensors):
+    return tuple(ops.cast(tensor, "float32") for tensor in tensors)
+
+
+def _kl_from_log_probs(teacher_log_probs, student_log_probs, excluded=None):
+    """`sum_i p_i (log p_i - log q_i)` over the last axis, from log-probabilities.
+
+    Entries where `excluded` is True contribute nothing. Rounding can leave a
+    KL of -1e-8 for identical distributions; the true value is never negative.
+    """
+    terms = ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs)
+    if excluded is not None:
+        terms = ops.where(excluded, 0.0, terms)
+    return ops.maximum(ops.sum(terms, axis=-1), 0.0)
+
+
+def _exclude_classes(logits, excluded):
+    """Pushes the `excluded` logits far below the others (finite, unlike -inf).
+
+    A softmax or logsumexp of the result ignores the excluded classes exactly,
+    at any logit scale, and no inf or NaN enters the values or gradients.
+    """
+    lowest = ops.min(logits, axis=-1, keepdims=True)
+    return ops.where(excluded, lowest - _EXCLUDED_LOGIT_GAP, logits)
+
+
+def _flatten_per_example(tensor):
+    """`(batch, ...)` -> `(batch, features)`."""
+    return ops.reshape(tensor, (ops.shape(tensor)[0], -1))
+
+
+def _divide_by_max_abs(tensor, axis=None):
+    """Scales `tensor` so that its largest magnitude (along `axis`) is 1.
+
+    Only for quantities that are invariant to a positive rescaling (normalized
+    vectors, normalized distances): it keeps their squares from overflowing
+    float32 for large inputs. The scale is a constant for autodiff, which is
+    exact because the final quantity does not depend on it.
+    """
+    scale = ops.max(ops.abs(tensor), axis=axis, keepdims=True)
+    return tensor / ops.stop_gradient(ops.maximum(scale, _TINY))
+
+
+def _l2_normalize(tensor, axis=-1):
+    """`x / ||x||` along `axis`, overflow-safe; a zero vector gives 0.
+
+    As `torch.nn.functional.normalize` (used by the reference code) for
+    every nonzero vector. At an all-zero vector the direction is undefined:
+    the result is 0 with a zero gradient (torch's gradient there is
+    1 / 1e-12, which blows up an optimizer step).
+    """
+    is_zero = ops.all(ops.equal(tensor, 0.0), axis=axis, keepdims=True)
+    tensor = _divide_by_max_abs(tensor, axis=axis)
+    # After the rescaling the squared norm is >= 1 for a nonzero vector, so
+    # the floor of 0.5 only acts (keeping values finite) at zero vectors.
+    squared_norm = ops.maximum(ops.sum(ops.square(tensor), axis=axis, keepdims=True), 0.5)
+    return ops.where(is_zero, 0.0, tensor / ops.sqrt(squared_norm))
+
+
+def _safe_sqrt(value):
+    """`sqrt(max(value, 0))` with a zero (not infinite) gradient at 0."""
+    positive = value > _TINY
+    return ops.where(positive, ops.sqrt(ops.where(positive, value, 1.0)), 0.0)
+
+
+def _smooth_l1(difference):
+    """Huber loss with threshold 1 (`torch.nn.functional.smooth_l1_loss`)."""
+    magnitude = ops.abs(difference)
+    return ops.where(magnitude < 1.0, 0.5 * ops.square(difference), magnitude - 0.5)
+
+
+def _off_diagonal_mask(batch_size):
+    """Float `(batch, batch)` matrix: 1 off the diagonal, 0 on it."""
+    index = ops.arange(batch_size)
+    return ops.cast(
+        ops.not_equal(ops.expand_dims(index, 1), ops.expand_dims(index, 0)), "float32"
+    )
+
+
+def _check_same_feature_shape(loss_name, teacher_feature, student_feature, axes=None):
+    """Raises if the static shapes differ (on `axes`, default: all but batch)."""
+    teacher_shape = tuple(teacher_feature.shape)
+    student_shape = tuple(student_feature.shape)
+    if axes is None:
+        compared = (teacher_shape[1:], student_shape[1:])
+        what = "shape"
+    else:
+        compared = (teacher_shape[axes], student_shape[axes])
+        what = "spatial shape"
+    if len(compared[0]) != len(compared[1]) or any(
+        t is not None and s is not None and t != s for t, s in zip(*compared)
+    ):
+        raise ValueError(
+            f"{loss_name} needs teacher and student features of the same {what}; "
+            f"got teacher {teacher_shape} and student {student_shape}. Give the "
+            "FeatureMatch an adapter (adapter='auto' projects the student's "
+            "feature to the teacher's shape) or match other layers."
+        )
+
+
+def _check_non_negative(name, value):
+    value = validation.check_real_number(name, value)
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
+    return value
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False; got {value!r}.")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Logit losses: functions
+# --------------------------------------------------------------------------
+
+
+def standardize_logits(logits, epsilon=1e-7):
+    """Z-score of each example's logits: `(z - mean(z)) / (std(z) + epsilon)`.
+
+    Sun, Ren, Li, Wang & Cao, "Logit Standardization in Knowledge
+    Distillation", CVPR 2024. Applied to teacher and student logits before a
+    logit loss, it lets the student match the teacher's logit *relations*
+    rather than their range and scale. The result is invariant to adding a
+    constant to a row and (up to `epsilon`) to scaling it by a positive factor.
+
+    Paper vs code: the paper's standard deviation is the population one
+    (divide by K); the authors' code uses `torch.std`, which divides by K - 1,
+    i.e. its standardized logits are larger by `sqrt(K / (K - 1))`, like a
+    slightly lower temperature. We follow the paper, with the code's
+    `epsilon = 1e-7`. Unlike `torch.std`, the gradient stays finite for a
+    row of equal logits (e.g. a freshly zero-initialised head).
+
+    Args:
+        logits: Tensor of shape `(batch, ..., classes)`.
+        epsilon: Added to the standard deviation.
+
+    Returns:
+        Float32 tensor of the same shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]], "float32"))
+    >>> [round(float(v), 4) for v in z[0]]
+    [-1.2247, 0.0, 1.2247]
+    """
+    logits = ops.cast(logits, "float32")
+    centered = logits - ops.mean(logits, axis=-1, keepdims=True)
+    variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+    return centered / (ops.sqrt(ops.maximum(variance, _TINY)) + epsilon)
+
 
 def soft_target_kl(teacher_logits, student_logits, temperature):
     """Temperature-scaled KL divergence between teacher and student.
 
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
-    (2015), section 2: both sets of logits are softened by `temperature`, and
-    the result is multiplied by `temperature ** 2` so that the gradient
-    magnitudes stay comparable to the hard-label term as `temperature` changes.
+    (NIPS 2014 Deep Learning Workshop; arXiv 2015), section 2: both sets of
+    logits are softened by `temperature`, and the result is multiplied by
+    `temperature ** 2` so that the gradient magnitudes stay comparable to the
+    hard-label term as `temperature` changes.
 
     `KL(softmax(teacher / T) || softmax(student / T)) * T ** 2`, computed from
     `log_softmax` so that logits of any magnitude (1e4 included) stay finite.
+
+    Paper vs code: the paper writes the soft term as a cross-entropy with the
+    teacher's soft targets; most code (and this function) uses the KL
+    divergence, which differs by the teacher's entropy, a constant for the
+    student: same gradients, but the KL is 0 when the student matches.
 
     Args:
         teacher_logits: Tensor of shape `(batch, ..., classes)`; raw logits,
@@ -41,20 +229,121 @@ def soft_target_kl(teacher_logits, student_logits, temperature):
     >>> float(soft_target_kl(teacher, teacher, 4.0)[0])
     0.0
     """
+    teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
     temperature = ops.cast(temperature, "float32")
-    teacher_log_probs = ops.log_softmax(
-        ops.cast(teacher_logits, "float32") / temperature, axis=-1
+    kl = _kl_from_log_probs(
+        ops.log_softmax(teacher_logits / temperature, axis=-1),
+        ops.log_softmax(student_logits / temperature, axis=-1),
     )
-    student_log_probs = ops.log_softmax(
-        ops.cast(student_logits, "float32") / temperature, axis=-1
+    return kl * ops.square(temperature)
+
+
+def _target_and_non_target_log_probs(scaled_logits, is_target):
+    """The two distributions DKD compares, as log-probabilities.
+
+    Returns `(binary, non_target)`: `binary[..., 0]` is log p(target) and
+    `binary[..., 1]` log(1 - p(target)); `non_target` is the log-softmax over
+    the non-target classes only (its target entry is meaningless; exclude it).
+    Everything comes from logsumexps, so p(target) = 1 in float32 still gives
+    a finite log(1 - p(target)).
+    """
+    # Relative to the row's maximum, the log-probabilities of the likely
+    # classes are differences of small numbers, exact enough in float32 even
+    # for logits / T of 2e5 (softmax does not depend on the shift).
+    scaled_logits = scaled_logits - ops.stop_gradient(
+        ops.max(scaled_logits, axis=-1, keepdims=True)
     )
-    kl = ops.sum(
-        ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs),
-        axis=-1,
+    log_normalizer = ops.logsumexp(scaled_logits, axis=-1, keepdims=True)
+    non_target_logits = _exclude_classes(scaled_logits, is_target)
+    non_target_log_normalizer = ops.logsumexp(non_target_logits, axis=-1, keepdims=True)
+    target_logit = ops.sum(ops.where(is_target, scaled_logits, 0.0), axis=-1, keepdims=True)
+    binary = ops.concatenate(
+        [target_logit - log_normalizer, non_target_log_normalizer - log_normalizer], axis=-1
     )
-    # Rounding can leave a KL of -1e-8 for identical distributions; the true
-    # value is never negative.
-    return ops.maximum(kl, 0.0) * ops.square(temperature)
+    return binary, ops.log_softmax(non_target_logits, axis=-1)
+
+
+def decoupled_kd(
+    teacher_logits, student_logits, temperature, alpha=1.0, beta=8.0, target_classes=None
+):
+    """Decoupled knowledge distillation, per example.
+
+    Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation", CVPR
+    2022. The KD loss splits exactly as `KD = TCKD + (1 - p_t) * NCKD`, where
+    `p_t` is the teacher's probability of the target class, TCKD the KL
+    between the binary (target, rest) distributions and NCKD the KL between
+    the distributions over the non-target classes. DKD weighs the two freely:
+    `(alpha * TCKD + beta * NCKD) * T ** 2`.
+
+    Target class: the paper uses the ground-truth label. By default this
+    function uses the *teacher's argmax* instead, a deliberate difference: it
+    needs no labels (so it works for label-free distillation), and it equals
+    the paper whenever the teacher classifies the example correctly. Pass
+    `target_classes` for the paper's version.
+
+    Paper vs code: the `T ** 2` factor and the defaults (`alpha=1`, `beta=8`,
+    T=4 on CIFAR-100; ImageNet uses other values, e.g. `beta=0.5`) come from
+    the authors' reference code (mdistiller), which this function follows.
+    mdistiller takes the log of summed probabilities for TCKD (-inf when a
+    probability underflows) and hides the target class from NCKD by
+    subtracting 1000 from its logit (ineffective once |logits / T| reaches
+    ~1000); here both are computed from logsumexps with a mask relative to
+    each row, so logits of +-1e4 at T = 0.05 stay finite. The warm-up of the
+    original lives in `DecoupledKD`.
+
+    Args:
+        teacher_logits: Tensor of shape `(batch, ..., classes)`, classes >= 2.
+        student_logits: Tensor of the same shape.
+        temperature: Positive scalar (Python float or tensor).
+        alpha: Weight of TCKD.
+        beta: Weight of NCKD.
+        target_classes: Optional integer class ids of shape `(batch, ...)` (or
+            with a trailing axis of 1); `None` uses the teacher's argmax.
+
+    Returns:
+        Float32 tensor of shape `(batch, ...)`.
+
+    Raises:
+        ValueError: for fewer than 2 classes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.array([[3.0, 1.0, 0.0]], "float32")
+    >>> student = np.array([[1.0, 1.0, 1.0]], "float32")
+    >>> loss = decoupled_kd(teacher, student, 4.0, alpha=1.0, beta=8.0)
+    >>> tuple(loss.shape)
+    (1,)
+    """
+    teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
+    num_classes = teacher_logits.shape[-1]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(
+            f"decoupled_kd needs at least 2 classes (a target and a non-target "
+            f"class); got logits of shape {tuple(teacher_logits.shape)}."
+        )
+    temperature = ops.cast(temperature, "float32")
+    if target_classes is None:
+        target_classes = ops.argmax(teacher_logits, axis=-1)
+    else:
+        target_classes = ops.convert_to_tensor(target_classes)
+        if len(target_classes.shape) == len(teacher_logits.shape):
+            target_classes = ops.squeeze(target_classes, axis=-1)
+    is_target = ops.cast(ops.one_hot(ops.cast(target_classes, "int32"), num_classes), "bool")
+    teacher_binary, teacher_non_target = _target_and_non_target_log_probs(
+        teacher_logits / temperature, is_target
+    )
+    student_binary, student_non_target = _target_and_non_target_log_probs(
+        student_logits / temperature, is_target
+    )
+    target_kl = _kl_from_log_probs(teacher_binary, student_binary)
+    non_target_kl = _kl_from_log_probs(teacher_non_target, student_non_target, excluded=is_target)
+    return (alpha * target_kl + beta * non_target_kl) * ops.square(temperature)
+
+
+# --------------------------------------------------------------------------
+# Hard-label loss
+# --------------------------------------------------------------------------
 
 
 def label_cross_entropy(labels, logits):
@@ -111,26 +400,334 @@ def weighted_mean(values, sample_weight=None):
     return ops.mean(values)
 
 
-@keras.saving.register_keras_serializable(package="keras_kd")
-class DistillationLoss:
-    """Base class of the losses between teacher and student outputs.
+# --------------------------------------------------------------------------
+# Feature losses: functions
+# --------------------------------------------------------------------------
 
-    Subclasses implement `call(teacher_outputs, student_outputs, temperature)`
-    and return one value per example. They hold only plain-Python
-    hyperparameters, so `get_config`/`from_config` round-trip them.
+
+def hint_mse(teacher_feature, student_feature):
+    """FitNets hint loss: mean squared error over all feature dimensions.
+
+    Romero, Ballas, Kahou, Chassang, Gatta & Bengio, "FitNets: Hints for Thin
+    Deep Nets", ICLR 2015. The student's feature (after a regressor, here the
+    FeatureMatch's adapter) is pulled towards the teacher's.
+
+    Paper vs code: the paper writes `1/2 * ||teacher - student||^2` (a sum)
+    and trains the hint in a separate first stage; common code (e.g.
+    RepDistiller's `HintLoss`, `nn.MSELoss`) and this function take the mean
+    over elements and add it to the KD loss in one stage. Scale the weight
+    by `0.5 * feature_size` to recover the paper's sum.
+
+    Args:
+        teacher_feature: Tensor of shape `(batch, ...)`.
+        student_feature: Tensor of the same shape.
+
+    Returns:
+        Float32 tensor of shape `(batch,)`.
+
+    Raises:
+        ValueError: if the static shapes differ.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(hint_mse(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0])
+    1.0
+    """
+    teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
+    _check_same_feature_shape("hint_mse", teacher_feature, student_feature)
+    difference = _flatten_per_example(student_feature) - _flatten_per_example(teacher_feature)
+    return ops.mean(ops.square(difference), axis=-1)
+
+
+def attention_map(feature, p=2.0):
+    """Spatial attention map of a channels-last feature, flattened and L2-normalized.
+
+    Zagoruyko & Komodakis, "Paying More Attention to Attention: Improving the
+    Performance of Convolutional Neural Networks via Attention Transfer",
+    ICLR 2017: `Q = vec(mean_c |f_c| ** p)`, then `Q / ||Q||_2`.
+
+    Paper vs code: the paper sums over channels; the authors' code averages
+    (the same after normalization). The feature is rescaled per example
+    before the power (the map is scale-invariant), so large activations do
+    not overflow float32.
+
+    Args:
+        feature: Tensor of shape `(batch, height, width, channels)` (or any
+            `(batch, ..., channels)`, e.g. `(batch, tokens, channels)`).
+        p: Exponent, >= 1.
+
+    Returns:
+        Float32 tensor of shape `(batch, height * width)`, rows of unit norm
+        (or zero for an all-zero feature).
+
+    Example:
+
+    >>> import numpy as np
+    >>> tuple(attention_map(np.ones((2, 4, 4, 3), "float32")).shape)
+    (2, 16)
+    """
+    feature = ops.cast(feature, "float32")
+    if len(feature.shape) < 3:
+        raise ValueError(
+            "Attention transfer needs feature maps with spatial axes, e.g. "
+            f"(batch, height, width, channels); got shape {tuple(feature.shape)}. "
+            "For vectors use 'mse' or 'cosine'."
+        )
+    feature = _divide_by_max_abs(feature, axis=tuple(range(1, len(feature.shape))))
+    energy = ops.mean(ops.power(ops.abs(feature), p), axis=-1)
+    return _l2_normalize(_flatten_per_example(energy))
+
+
+def attention_transfer(teacher_feature, student_feature, p=2.0):
+    """Attention transfer: squared distance between normalized attention maps.
+
+    Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017;
+    see `attention_map`. Channel counts may differ; spatial sizes must match.
+
+    Paper vs code: the paper's loss is the (unsquared) p-norm of the
+    difference of the normalized maps, with weight beta/2 and beta = 1000;
+    the authors' code, followed here, takes the *mean of the squared*
+    difference (`(at(x) - at(y)).pow(2).mean()`). This function returns the
+    mean over spatial positions per example, so the batch mean equals the
+    code's value; use a FeatureMatch weight of 500 (= beta / 2) to match it.
+
+    Args:
+        teacher_feature: Tensor `(batch, height, width, channels_t)`.
+        student_feature: Tensor `(batch, height, width, channels_s)`.
+        p: Exponent of the attention map, >= 1 (the paper uses 2).
+
+    Returns:
+        Float32 tensor of shape `(batch,)`.
+
+    Raises:
+        ValueError: if the spatial shapes differ, or a feature has no spatial axes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> feature = np.random.default_rng(0).normal(size=(2, 4, 4, 3))
+    >>> bool(attention_transfer(feature, 3 * feature)[0] < 1e-6)
+    True
+    """
+    teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
+    _check_same_feature_shape(
+        "attention_transfer", teacher_feature, student_feature, axes=slice(1, -1)
+    )
+    teacher_map = attention_map(teacher_feature, p)
+    student_map = attention_map(student_feature, p)
+    return ops.mean(ops.square(student_map - teacher_map), axis=-1)
+
+
+def cosine_feature_loss(teacher_feature, student_feature):
+    """One minus the cosine similarity of the flattened features, per example.
+
+    Cosine (direction) matching has no single source paper; it is, e.g., the
+    direction-alignment feature loss of Chen, Wang, Liu, Xu, de Hoog & Huang,
+    "Improved Feature Distillation via Projector Ensemble", NeurIPS 2022,
+    written there as half the squared distance between L2-normalized
+    features, which equals `1 - cos`. It ignores the features' magnitude.
+    An all-zero feature has cosine 0 with everything (loss 1), as with
+    `torch.nn.functional.cosine_similarity`.
+
+    Args:
+        teacher_feature: Tensor of shape `(batch, ...)`.
+        student_feature: Tensor of the same shape.
+
+    Returns:
+        Float32 tensor of shape `(batch,)`, in [0, 2].
+
+    Raises:
+        ValueError: if the static shapes differ.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(cosine_feature_loss(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]]))[0])
+    1.0
+    """
+    teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
+    _check_same_feature_shape("cosine_feature_loss", teacher_feature, student_feature)
+    similarity = ops.sum(
+        _l2_normalize(_flatten_per_example(teacher_feature))
+        * _l2_normalize(_flatten_per_example(student_feature)),
+        axis=-1,
+    )
+    return 1.0 - similarity
+
+
+def _normalized_pairwise_distances(embeddings):
+    """Euclidean distances between the rows, divided by their mean off the diagonal.
+
+    Uses the Gram matrix (as the RKD code does) on centered, rescaled rows:
+    the normalized distances do not depend on either, and both keep float32
+    from cancelling or overflowing.
+    """
+    embeddings = embeddings - ops.mean(embeddings, axis=0, keepdims=True)
+    embeddings = _divide_by_max_abs(embeddings)
+    squared_norms = ops.sum(ops.square(embeddings), axis=-1)
+    squared = (
+        ops.expand_dims(squared_norms, 1)
+        + ops.expand_dims(squared_norms, 0)
+        - 2.0 * ops.matmul(embeddings, ops.transpose(embeddings))
+    )
+    off_diagonal = _off_diagonal_mask(ops.shape(embeddings)[0])
+    distances = _safe_sqrt(squared) * off_diagonal
+    mean_distance = ops.sum(distances) / ops.maximum(ops.sum(off_diagonal), 1.0)
+    # After the rescaling, a batch that is not all duplicates has a mean
+    # distance far above the floor, which only keeps 0 / 0 away.
+    return distances / ops.maximum(mean_distance, 1e-12)
+
+
+def _pairwise_angles(embeddings):
+    """`cos` of the angle at each anchor i between (j - i) and (k - i): `(n, n, n)`."""
+    directions = _l2_normalize(ops.expand_dims(embeddings, 0) - ops.expand_dims(embeddings, 1))
+    return ops.matmul(directions, ops.transpose(directions, (0, 2, 1)))
+
+
+def rkd_distance(teacher_feature, student_feature):
+    """RKD distance loss: match the batch's normalized pairwise distances.
+
+    Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019,
+    RKD-D: `huber(d_s(i, j) / mu_s - d_t(i, j) / mu_t)` over pairs, where `mu`
+    is the mean distance between distinct examples in the batch.
+
+    A batch-level loss: example i's value is the mean over j of its row of
+    the pairwise loss matrix, so the batch mean equals the authors' code
+    (mean over all n x n entries, the zero diagonal included). Features are
+    flattened; teacher and student sizes may differ.
+
+    Paper vs code: the paper sums over pairs; the code averages over the
+    n x n matrix, and computes `mu` over the distances > 0 (distinct
+    examples, barring exact duplicates). The weights of `RelationalKD`
+    (25 and 50) go with the code's averaging, which is followed here.
+
+    Args:
+        teacher_feature: Tensor of shape `(batch, ...)`.
+        student_feature: Tensor of shape `(batch, ...)`.
+
+    Returns:
+        Float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> points = np.random.default_rng(0).normal(size=(4, 3))
+    >>> bool(keras.ops.max(rkd_distance(points, 5 * points + 1)) < 1e-6)
+    True
+    """
+    teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
+    difference = _normalized_pairwise_distances(
+        _flatten_per_example(student_feature)
+    ) - _normalized_pairwise_distances(_flatten_per_example(teacher_feature))
+    return ops.mean(_smooth_l1(difference), axis=-1)
+
+
+def rkd_angle(teacher_feature, student_feature):
+    """RKD angle loss: match the angles formed by every triplet of the batch.
+
+    Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019,
+    RKD-A: `huber(cos angle_s(i, j, k) - cos angle_t(i, j, k))`, the angle at
+    example i between the directions to j and to k.
+
+    A batch-level loss: example i's value is the mean over (j, k) of the
+    triplets with i as the vertex, so the batch mean equals the authors' code
+    (mean over all n^3 triplets; degenerate ones, j or k equal to i, give a
+    zero direction and cosine 0 for both models). Costs n^2 * feature_size
+    floats of memory, as in the code: pool large feature maps first.
+
+    Paper vs code: the paper sums over triplets of distinct examples; the
+    code, followed here, averages over all n^3 (see `rkd_distance`).
+
+    Args:
+        teacher_feature: Tensor of shape `(batch, ...)`.
+        student_feature: Tensor of shape `(batch, ...)`.
+
+    Returns:
+        Float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> points = np.random.default_rng(0).normal(size=(4, 3))
+    >>> bool(keras.ops.max(rkd_angle(points, 2 * points - 1)) < 1e-6)
+    True
+    """
+    teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
+    difference = _pairwise_angles(_flatten_per_example(student_feature)) - _pairwise_angles(
+        _flatten_per_example(teacher_feature)
+    )
+    return ops.mean(_smooth_l1(difference), axis=(1, 2))
+
+
+def _cosine_kernel_probabilities(embeddings):
+    """Row-stochastic matrix of the cosine kernel `(1 + cos) / 2` (self included)."""
+    directions = _l2_normalize(embeddings)
+    kernel = (ops.matmul(directions, ops.transpose(directions)) + 1.0) / 2.0
+    return kernel / ops.sum(kernel, axis=-1, keepdims=True)
+
+
+def pkt(teacher_feature, student_feature, epsilon=1e-7):
+    """Probabilistic knowledge transfer: match the batch's similarity distributions.
+
+    Passalis & Tefas, "Learning Deep Representations with Probabilistic
+    Knowledge Transfer", ECCV 2018. Each example's cosine-kernel similarities
+    to the batch, normalized to a distribution, are matched by
+    `KL(teacher || student)`.
+
+    A batch-level loss: example i's value is the KL of row i divided by the
+    batch size, so the batch mean equals the authors' code (a mean over all
+    n x n entries). Features are flattened; sizes may differ.
+
+    Paper vs code: the paper's conditional probabilities leave out the
+    example itself (k != i) and its loss sums over the batch; the authors'
+    code, followed here so that published weights carry over (e.g.
+    RepDistiller's 30000 at batch size 64), keeps the self-similarity in
+    the normalization, averages over n x n entries, and adds
+    `epsilon = 1e-7` inside the log ratio.
+
+    Args:
+        teacher_feature: Tensor of shape `(batch, ...)`.
+        student_feature: Tensor of shape `(batch, ...)`.
+        epsilon: Added to both probabilities inside the log.
+
+    Returns:
+        Float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> points = np.random.default_rng(0).normal(size=(4, 3))
+    >>> bool(keras.ops.max(pkt(points, 3 * points)) < 1e-6)
+    True
+    """
+    teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
+    teacher_probs = _cosine_kernel_probabilities(_flatten_per_example(teacher_feature))
+    student_probs = _cosine_kernel_probabilities(_flatten_per_example(student_feature))
+    row_kl = ops.sum(
+        teacher_probs * (ops.log(teacher_probs + epsilon) - ops.log(student_probs + epsilon)),
+        axis=-1,
+    )
+    return row_kl / ops.cast(ops.shape(teacher_probs)[0], "float32")
+
+
+# --------------------------------------------------------------------------
+# Serializable classes
+# --------------------------------------------------------------------------
+
+
+class _ConfiguredLoss:
+    """Name and config plumbing shared by the logit and feature loss classes.
+
+    Subclasses hold only plain-Python hyperparameters, so `get_config` /
+    `from_config` round-trip them; `default_name` (or else the class name in
+    snake_case) names the loss in the logs.
     """
 
+    default_name = None
+
     def __init__(self, name=None):
-        self.name = name or _snake_case(type(self).__name__)
-
-    def __call__(self, teacher_outputs, student_outputs, temperature):
-        return self.call(teacher_outputs, student_outputs, temperature)
-
-    def call(self, teacher_outputs, student_outputs, temperature):
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement "
-            "call(teacher_outputs, student_outputs, temperature)."
-        )
+        self.name = name or self.default_name or _snake_case(type(self).__name__)
 
     def get_config(self):
         return {"name": self.name}
@@ -139,18 +736,321 @@ class DistillationLoss:
     def from_config(cls, config):
         return cls(**config)
 
+    def __repr__(self):
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class DistillationLoss(_ConfiguredLoss):
+    """Base class of the losses between teacher and student logits.
+
+    The Distiller calls `loss(teacher_logits, student_logits, temperature,
+    step=step)`, with `temperature` a float32 scalar tensor and `step` the
+    training step as a float32 scalar tensor (`None` outside training).
+    `__call__` casts the logits to float32, applies the optional logit
+    standardization, and passes everything to `call`, which subclasses
+    implement and which returns one value per example.
+
+    Args:
+        standardize: Standardize each example's teacher and student logits
+            first (Sun et al., "Logit Standardization in Knowledge
+            Distillation", CVPR 2024; see `standardize_logits`).
+        name: Name of the loss; defaults to the class name in snake_case.
+    """
+
+    def __init__(self, *, standardize=False, name=None):
+        super().__init__(name)
+        self.standardize = _check_bool("standardize", standardize)
+
+    def __call__(self, teacher_logits, student_logits, temperature, step=None):
+        teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
+        if self.standardize:
+            teacher_logits = standardize_logits(teacher_logits)
+            student_logits = standardize_logits(student_logits)
+        return self.call(
+            teacher_logits, student_logits, ops.cast(temperature, "float32"), step=step
+        )
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement "
+            "call(teacher_logits, student_logits, temperature, step=None)."
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "standardize": self.standardize}
+
 
 @keras.saving.register_keras_serializable(package="keras_kd")
 class SoftTargetKL(DistillationLoss):
     """Hinton et al. (2015) soft-target loss; see `soft_target_kl`.
 
-    The Distiller's default distillation loss. The temperature comes from the
-    Distiller (a constant or a schedule), so this class has no
-    hyperparameters of its own.
+    Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network",
+    arXiv 2015. The Distiller's default distillation loss. The temperature
+    comes from the Distiller (a constant or a schedule); `step` is ignored.
+
+    Args:
+        standardize: Logit standardization first (Sun et al., CVPR 2024).
+        name: Name of the loss.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.array([[2.0, 0.0, -1.0]], "float32")
+    >>> loss = SoftTargetKL(standardize=True)(logits, 2 * logits + 1, 4.0)
+    >>> bool(loss[0] < 1e-4)  # float32 rounding only: the standardized logits agree
+    True
     """
 
-    def call(self, teacher_outputs, student_outputs, temperature):
-        return soft_target_kl(teacher_outputs, student_outputs, temperature)
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        return soft_target_kl(teacher_logits, student_logits, temperature)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class DecoupledKD(DistillationLoss):
+    """Decoupled KD (Zhao et al., CVPR 2022) with its linear warm-up; see `decoupled_kd`.
+
+    Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation", CVPR
+    2022. The target class is the teacher's argmax (the paper uses the label;
+    see `decoupled_kd`). The whole DKD loss is multiplied by
+    `min(step / warmup_steps, 1)` during training, and by 1 when `step` is
+    `None` (evaluation) or `warmup_steps` is 0.
+
+    Paper vs code: the reference code (mdistiller) warms up over epochs (20
+    on CIFAR-100) counted from 1, so its first epoch already has weight
+    1/20; here the warm-up counts optimizer steps from 0, so the very first
+    step has weight 0. mdistiller also uses its own temperature (4 on
+    CIFAR-100); here the Distiller's temperature is used.
+
+    Args:
+        alpha: Weight of the target-class term TCKD, >= 0.
+        beta: Weight of the non-target term NCKD, >= 0 (8 is mdistiller's
+            CIFAR-100 value).
+        warmup_steps: Steps of linear warm-up, integer >= 0 (0: none).
+        standardize: Logit standardization first (Sun et al., CVPR 2024).
+        name: Name of the loss.
+
+    Example:
+
+    ```python
+    distiller = keras_kd.Distiller(
+        teacher, student, temperature=4.0,
+        distillation_loss=keras_kd.losses.DecoupledKD(beta=8.0, warmup_steps=2000))
+    ```
+    """
+
+    def __init__(self, alpha=1.0, beta=8.0, warmup_steps=0, standardize=False, name=None):
+        super().__init__(standardize=standardize, name=name)
+        self.alpha = _check_non_negative("alpha", alpha)
+        self.beta = _check_non_negative("beta", beta)
+        if (
+            isinstance(warmup_steps, bool)
+            or not isinstance(warmup_steps, numbers.Integral)
+            or warmup_steps < 0
+        ):
+            raise ValueError(
+                f"`warmup_steps` must be an integer >= 0 (0 turns the warm-up "
+                f"off); got {warmup_steps!r}."
+            )
+        self.warmup_steps = int(warmup_steps)
+
+    def warmup_weight(self, step):
+        """`min(step / warmup_steps, 1)`, or 1.0 without a step or a warm-up."""
+        if step is None or self.warmup_steps == 0:
+            return 1.0
+        return ops.minimum(ops.cast(step, "float32") / float(self.warmup_steps), 1.0)
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        loss = decoupled_kd(
+            teacher_logits, student_logits, temperature, alpha=self.alpha, beta=self.beta
+        )
+        return loss * self.warmup_weight(step)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class FeatureLoss(_ConfiguredLoss):
+    """Base class of the losses between a teacher and a student feature.
+
+    `loss(teacher_feature, student_feature)` casts both to float32 and
+    returns `call(...)`: one value per example. When
+    `requires_matching_shapes` is True, the Distiller projects the student's
+    feature to the teacher's shape with an adapter whenever they differ;
+    relational losses (False) compare the two batches' internal structure
+    and take features of any sizes.
+    """
+
+    requires_matching_shapes = True
+
+    def __call__(self, teacher_feature, student_feature):
+        return self.call(*_as_float32(teacher_feature, student_feature))
+
+    def call(self, teacher_feature, student_feature):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement call(teacher_feature, student_feature)."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class HintMSE(FeatureLoss):
+    """FitNets hint loss (Romero et al., ICLR 2015); see `hint_mse`.
+
+    Romero, Ballas, Kahou, Chassang, Gatta & Bengio, "FitNets: Hints for Thin
+    Deep Nets", ICLR 2015. String names: `"mse"`, `"hint"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(HintMSE()(np.zeros((1, 3)), np.full((1, 3), 2.0))[0])
+    4.0
+    """
+
+    default_name = "mse"
+
+    def call(self, teacher_feature, student_feature):
+        return hint_mse(teacher_feature, student_feature)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class AttentionTransfer(FeatureLoss):
+    """Attention transfer (Zagoruyko & Komodakis, ICLR 2017); see `attention_transfer`.
+
+    Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017.
+    String name: `"attention"`. Only the spatial sizes need to match; the
+    channel counts may differ (the paper uses no adapter). The Distiller's
+    adapter, declared through `requires_matching_shapes`, also maps the
+    channels, which is harmless but adds a learned projection.
+
+    Args:
+        p: Exponent of the attention map, >= 1 (p < 1 has an infinite
+            gradient at the zero activations ReLUs produce). The paper uses 2.
+        name: Name of the loss.
+
+    Example:
+
+    >>> import numpy as np
+    >>> feature = np.ones((2, 4, 4, 3), "float32")
+    >>> tuple(AttentionTransfer(p=2)(feature, feature).shape)
+    (2,)
+    """
+
+    default_name = "attention"
+
+    def __init__(self, p=2.0, name=None):
+        super().__init__(name)
+        self.p = validation.check_real_number("p", p)
+        if self.p < 1:
+            raise ValueError(
+                f"`p` of AttentionTransfer must be >= 1 (the paper uses 2); got {p!r}."
+            )
+
+    def call(self, teacher_feature, student_feature):
+        return attention_transfer(teacher_feature, student_feature, p=self.p)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class CosineFeatureLoss(FeatureLoss):
+    """`1 - cos(teacher, student)` of flattened features; see `cosine_feature_loss`.
+
+    Cosine matching as in, e.g., Chen et al., "Improved Feature Distillation
+    via Projector Ensemble", NeurIPS 2022. String name: `"cosine"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = CosineFeatureLoss()(np.array([[1.0, 1.0]]), np.array([[2.0, 2.0]]))
+    >>> bool(loss[0] < 1e-6)
+    True
+    """
+
+    default_name = "cosine"
+
+    def call(self, teacher_feature, student_feature):
+        return cosine_feature_loss(teacher_feature, student_feature)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class RelationalKD(FeatureLoss):
+    """Relational KD (Park et al., CVPR 2019): distance and angle terms.
+
+    Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019.
+    `distance_weight * rkd_distance + angle_weight * rkd_angle`, with the
+    paper's weights 25 and 50 (for the code's averaging; see `rkd_distance`).
+    Batch-level; string name `"rkd"`; features of any sizes.
+
+    Args:
+        distance_weight: Weight of RKD-D, >= 0.
+        angle_weight: Weight of RKD-A, >= 0 (0 skips its n^3 computation).
+        name: Name of the loss.
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.random.default_rng(0).normal(size=(4, 8))
+    >>> student = np.random.default_rng(1).normal(size=(4, 3))
+    >>> tuple(RelationalKD()(teacher, student).shape)
+    (4,)
+    """
+
+    default_name = "rkd"
+    requires_matching_shapes = False
+
+    def __init__(self, distance_weight=25.0, angle_weight=50.0, name=None):
+        super().__init__(name)
+        self.distance_weight = _check_non_negative("distance_weight", distance_weight)
+        self.angle_weight = _check_non_negative("angle_weight", angle_weight)
+
+    def call(self, teacher_feature, student_feature):
+        loss = self.distance_weight * rkd_distance(teacher_feature, student_feature)
+        if self.angle_weight:
+            loss = loss + self.angle_weight * rkd_angle(teacher_feature, student_feature)
+        return loss
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "distance_weight": self.distance_weight,
+            "angle_weight": self.angle_weight,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class ProbabilisticKT(FeatureLoss):
+    """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018); see `pkt`.
+
+    Passalis & Tefas, "Learning Deep Representations with Probabilistic
+    Knowledge Transfer", ECCV 2018. Batch-level; string name `"pkt"`;
+    features of any sizes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.random.default_rng(0).normal(size=(4, 8))
+    >>> tuple(ProbabilisticKT()(teacher, teacher[:, :3]).shape)
+    (4,)
+    """
+
+    default_name = "pkt"
+    requires_matching_shapes = False
+
+    def call(self, teacher_feature, student_feature):
+        return pkt(teacher_feature, student_feature)
+
+
+# --------------------------------------------------------------------------
+# Lookup
+# --------------------------------------------------------------------------
 
 
 _HARD_LOSS_STRINGS = {
@@ -207,16 +1107,93 @@ def resolve_hard_loss(loss):
 
 
 def get(identifier):
-    """Returns a DistillationLoss from an instance, a config dict or None."""
+    """Returns a DistillationLoss from an instance, a config dict or None.
+
+    Args:
+        identifier: `None` (gives `SoftTargetKL()`), a `DistillationLoss`
+            instance, or a dict from `keras.saving.serialize_keras_object`.
+
+    Returns:
+        A `DistillationLoss`.
+
+    Raises:
+        TypeError: for anything else, naming the value and the valid choices.
+
+    Example:
+
+    >>> get(None).name
+    'soft_target_kl'
+    """
     if identifier is None:
         return SoftTargetKL()
     if isinstance(identifier, DistillationLoss):
         return identifier
     if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
+        loss = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(loss, DistillationLoss):
+            return loss
+        identifier = loss
     raise TypeError(
-        "distillation_loss must be a keras_kd.losses.DistillationLoss "
-        f"(e.g. keras_kd.losses.SoftTargetKL()) or None; got {identifier!r}."
+        "distillation_loss must be None (for SoftTargetKL()), a "
+        "keras_kd.losses.DistillationLoss instance (e.g. "
+        "keras_kd.losses.SoftTargetKL() or keras_kd.losses.DecoupledKD()) or "
+        f"its serialized config dict; got {identifier!r} of type "
+        f"{type(identifier).__name__}."
+    )
+
+
+_FEATURE_LOSS_STRINGS = {
+    "mse": HintMSE,
+    "hint": HintMSE,
+    "attention": AttentionTransfer,
+    "cosine": CosineFeatureLoss,
+    "rkd": RelationalKD,
+    "pkt": ProbabilisticKT,
+}
+
+
+def get_feature_loss(identifier):
+    """Returns a FeatureLoss from an instance, a config dict or a string.
+
+    Args:
+        identifier: A `FeatureLoss` instance, a dict from
+            `keras.saving.serialize_keras_object`, or one of the strings
+            `"mse"` (alias `"hint"`: `HintMSE`), `"attention"`
+            (`AttentionTransfer`), `"cosine"` (`CosineFeatureLoss`), `"rkd"`
+            (`RelationalKD`), `"pkt"` (`ProbabilisticKT`), each with its
+            default hyperparameters.
+
+    Returns:
+        A `FeatureLoss`.
+
+    Raises:
+        ValueError: for an unknown string, naming it and the valid strings.
+        TypeError: for anything else.
+
+    Example:
+
+    >>> get_feature_loss("hint").name
+    'mse'
+    """
+    if isinstance(identifier, FeatureLoss):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier not in _FEATURE_LOSS_STRINGS:
+            raise ValueError(
+                f"Unknown feature loss {identifier!r}. Valid strings: "
+                f"{sorted(_FEATURE_LOSS_STRINGS)}; or pass a "
+                "keras_kd.losses.FeatureLoss instance."
+            )
+        return _FEATURE_LOSS_STRINGS[identifier]()
+    if isinstance(identifier, dict):
+        loss = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(loss, FeatureLoss):
+            return loss
+        identifier = loss
+    raise TypeError(
+        f"A feature loss must be one of the strings {sorted(_FEATURE_LOSS_STRINGS)}, "
+        "a keras_kd.losses.FeatureLoss instance or its serialized config dict; "
+        f"got {identifier!r} of type {type(identifier).__name__}."
     )
 
 
@@ -225,12 +1202,29 @@ def _snake_case(name):
 
 
 __all__ = [
+    "AttentionTransfer",
+    "CosineFeatureLoss",
+    "DecoupledKD",
     "DistillationLoss",
+    "FeatureLoss",
+    "HintMSE",
+    "ProbabilisticKT",
+    "RelationalKD",
     "SoftTargetKL",
+    "attention_map",
+    "attention_transfer",
+    "cosine_feature_loss",
+    "decoupled_kd",
     "get",
+    "get_feature_loss",
+    "hint_mse",
     "is_one_hot",
     "label_cross_entropy",
+    "pkt",
     "resolve_hard_loss",
+    "rkd_angle",
+    "rkd_distance",
     "soft_target_kl",
+    "standardize_logits",
     "weighted_mean",
 ]
