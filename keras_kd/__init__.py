@@ -1,9 +1,42 @@
-"""keras_kd: knowledge distillation for Keras 3, on torch, TensorFlow and JAX."""
+"""keras_kd: knowledge distillation for Keras 3, on torch, TensorFlow and JAX.
 
-from keras_kd import losses
-from keras_kd.distiller import Distiller
-from keras_kd.features import FeatureMatch
+Importing the package does not import Keras, so that a program (such as
+`python -m keras_kd demo --backend jax`) can still choose the Keras backend:
+`keras_kd.Distiller` and the other names below import Keras on first use. If
+Keras is already imported, its backend is fixed anyway, and they are imported
+at once (which also registers the serializable classes for
+`keras.saving.load_model`).
+"""
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "FeatureMatch", "losses"]
+# Public name -> module that defines it (a module's own name for a submodule).
+_EXPORTS = {
+    "Distiller": "keras_kd.distiller",
+    "FeatureMatch": "keras_kd.features",
+    "losses": "keras_kd.losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if module.__name__ == f"keras_kd.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if "keras" in sys.modules:
+    for _name in __all__:
+        __getattr__(_name)
+    del _name

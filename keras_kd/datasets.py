@@ -62,3 +62,38 @@ def _stratified_split(pixels, labels, image_size, test_fraction, seed):
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
     return (x_train, y_train), (x_test, y_test)
+
+
+def add_shifted_copies(images, labels, copies, max_shift, seed=0):
+    """Appends `copies` randomly shifted copies of every image to the set.
+
+    Each copy moves the image by a whole number of pixels, up to `max_shift`
+    in each direction and independently along each axis, filling the edges
+    with zeros (the background of digit images). The labels are repeated.
+
+    Args:
+        images: Array of shape `(N, height, width, channels)`.
+        labels: Array of shape `(N,)`.
+        copies: Number of shifted copies of each image to append.
+        max_shift: Largest shift in pixels.
+        seed: Seed of the random shifts.
+
+    Returns:
+        `(images, labels)` with `N * (1 + copies)` rows: the originals first,
+        then each round of copies.
+    """
+    rng = np.random.default_rng(seed)
+    all_images, all_labels = [images], [labels]
+    for _ in range(copies):
+        all_images.append(_random_shifts(images, max_shift, rng))
+        all_labels.append(labels)
+    return np.concatenate(all_images), np.concatenate(all_labels)
+
+
+def _random_shifts(images, max_shift, rng):
+    count, height, width, _ = images.shape
+    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+    top, left = rng.integers(0, 2 * max_shift + 1, size=(2, count))
+    rows = top[:, None] + np.arange(height)
+    columns = left[:, None] + np.arange(width)
+    return padded[np.arange(count)[:, None, None], rows[:, :, None], columns[:, None, :]]
