@@ -1,0 +1,285 @@
+"""One benchmark configuration, timed in the current process.
+
+`python -m bench.workload '<json spec>'` runs one configuration on the Keras
+backend chosen by `KERAS_BACKEND` and prints one JSON line of results; the
+runner starts one such process per configuration, so that each peak-memory
+figure belongs to one configuration alone. `run(spec)` does the same
+in-process (the smoke run).
+
+Each configuration builds its models, warms up (compilation, tracing) on a
+few batches, then times `repeats` epochs, each a full pass over the random
+CIFAR-shaped data; the result keeps every epoch's time.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+# What each configuration times, for the report.
+CONFIGS = {
+    "student": "student alone (`student.fit`)",
+    "teacher_inference": "teacher inference (`teacher.predict`)",
+    "kd_logits": "keras_kd KD, logits, uncached",
+    "kd_features": "keras_kd KD, logits + features, uncached",
+    "kd_cached": "keras_kd KD, logits, cached (`TeacherCache`)",
+    "kd_cached_features": "keras_kd KD, logits + features, cached",
+    "core_logits": "core `keras.distillation.Distiller`, logits (KLDivergence)",
+    "core_features": "core `keras.distillation.Distiller`, logits + features",
+    "torch_logits": "pure-PyTorch KD loop, logits",
+    "torch_features": "pure-PyTorch KD loop, logits + features",
+}
+TORCH_CONFIGS = ("torch_logits", "torch_features")
+TEMPERATURE = 4.0
+ALPHA = 0.9  # keras_kd's convention: the weight of the soft term.
+LEARNING_RATE = 1e-3
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def resident_megabytes():
+    """The current resident set size of this process, in MiB."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_megabytes():
+    """The peak resident set size of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def random_data(images, input_shape, num_classes=10, seed=0):
+    """Random CIFAR-shaped images in [0, 1) and labels (speed ignores pixel values)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((images, *input_shape), dtype=np.float32)
+    y = rng.integers(0, num_classes, size=images).astype("int32")
+    return x, y
+
+
+def run(spec):
+    """Runs one configuration; returns a dict of its measurements.
+
+    Args:
+        spec: A dict with `pair` (a key of `bench.pairs.PAIRS`), `config` (a
+            key of `CONFIGS`), `images`, `batch_size`, `repeats`,
+            `warmup_steps` and `smoke`.
+
+    Returns:
+        A dict: the spec, `epoch_seconds` (one per repeat), `seconds` (their
+        minimum), `images_per_second`, `rss_before_mb` (with the data, before
+        the framework is imported), `peak_rss_mb`, and extras such as `cache_build_seconds`.
+
+    Raises:
+        ValueError: for an unknown pair or configuration, or an image count
+            that is not a multiple of the batch size.
+    """
+    from bench.pairs import PAIRS
+
+    if spec["config"] not in CONFIGS:
+        raise ValueError(f"Unknown configuration {spec['config']!r}; valid: {sorted(CONFIGS)}.")
+    if spec["pair"] not in PAIRS:
+        raise ValueError(f"Unknown pair {spec['pair']!r}; valid: {sorted(PAIRS)}.")
+    if spec["images"] % spec["batch_size"]:
+        # A smaller last batch would be compiled again inside the timed epoch.
+        raise ValueError(
+            f"images ({spec['images']}) must be a multiple of batch_size ({spec['batch_size']})."
+        )
+    pair = PAIRS[spec["pair"]]
+    x, y = random_data(spec["images"], pair.input_shape[spec["smoke"]])
+    result = dict(spec)
+    result["rss_before_mb"] = resident_megabytes()
+    if spec["config"] in TORCH_CONFIGS:
+        timer, extras = _torch_workload(spec, x, y)
+    else:
+        timer, extras = _keras_workload(spec, pair, x, y)
+    result.update(extras)
+    epoch_seconds = [timer() for _ in range(spec["repeats"])]
+    result["epoch_seconds"] = epoch_seconds
+    result["seconds"] = min(epoch_seconds)
+    result["images_per_second"] = spec["images"] / result["seconds"]
+    result["peak_rss_mb"] = peak_megabytes()
+    return result
+
+
+def _timed(run_epoch, sync):
+    """A function that runs one epoch, waits for the device, and returns its seconds."""
+
+    def timer():
+        start = time.perf_counter()
+        run_epoch()
+        sync()
+        return time.perf_counter() - start
+
+    return timer
+
+
+def _keras_workload(spec, pair, x, y):
+    """Builds and warms up a Keras configuration; returns `(timer, extras)`."""
+    import keras
+
+    import keras_kd
+
+    teacher, student = _build_models(pair, spec["smoke"])
+    extras = {
+        "backend": keras.config.backend(),
+        "teacher_parameters": _trainable_parameters(teacher),
+        "student_parameters": _trainable_parameters(student),
+    }
+    batch_size = spec["batch_size"]
+    # The smoke run skips XLA compilation, which takes most of its time.
+    jit_compile = False if spec["smoke"] else "auto"
+    warmup_rows = spec["warmup_steps"] * batch_size
+    config = spec["config"]
+    features = config.endswith("features")
+
+    def sync_on(model):
+        return lambda: keras.ops.convert_to_numpy(model.trainable_variables[0])
+
+    if config == "teacher_inference":
+        teacher.compile(jit_compile=jit_compile)
+        teacher.predict(x[:warmup_rows], batch_size=batch_size, verbose=0)
+        run_epoch = lambda: teacher.predict(x, batch_size=batch_size, verbose=0)  # noqa: E731
+        return _timed(run_epoch, lambda: None), extras
+
+    if config == "student":
+        model = student
+        model.compile(
+            optimizer=keras.optimizers.Adam(LEARNING_RATE),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+    elif config.startswith("core"):
+        model = _core_distiller(keras, teacher, student, pair, features, jit_compile)
+    else:
+        feature_matches = (
+            [keras_kd.FeatureMatch(pair.teacher_feature, pair.student_feature, loss="mse")]
+            if features
+            else []
+        )
+        model = keras_kd.Distiller(
+            teacher, student, temperature=TEMPERATURE, alpha=ALPHA, feature_matches=feature_matches
+        )
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), jit_compile=jit_compile)
+
+    if config.startswith("kd_cached"):
+        from keras_kd.cache import TeacherCache
+
+        start = time.perf_counter()
+        cache = TeacherCache.for_distiller(model, x, batch_size=batch_size)
+        extras["cache_build_seconds"] = time.perf_counter() - start
+        data = cache.dataset(x, y, batch_size=batch_size, shuffle=True, seed=0)
+        model.fit(data, epochs=1, steps_per_epoch=spec["warmup_steps"], verbose=0)
+        run_epoch = lambda: model.fit(data, epochs=1, verbose=0)  # noqa: E731
+    else:
+        model.fit(x[:warmup_rows], y[:warmup_rows], batch_size=batch_size, epochs=1, verbose=0)
+        run_epoch = lambda: model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # noqa: E731
+    return _timed(run_epoch, sync_on(student)), extras
+
+
+def _build_models(pair, smoke):
+    """A fresh `(teacher, student)`; the smoke run builds them once per process."""
+    if smoke and pair.name in _SMOKE_MODELS:
+        return _SMOKE_MODELS[pair.name]
+    import keras
+
+    keras.utils.set_random_seed(0)
+    models = pair.build_teacher(smoke), pair.build_student(smoke)
+    if smoke:
+        # Building is most of a tiny run's time (on JAX each new weight
+        # shape compiles its initializer); the timings mean nothing there.
+        _SMOKE_MODELS[pair.name] = models
+    return models
+
+
+_SMOKE_MODELS = {}
+
+
+def _trainable_parameters(model):
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def _core_distiller(keras, teacher, student, pair, features, jit_compile):
+    """Core Keras's Distiller, given real KL (its default string skips the softmax)."""
+    from keras import distillation
+
+    losses = [distillation.LogitsDistillation(temperature=TEMPERATURE, loss=keras.losses.KLDivergence())]
+    if features:
+        losses.append(
+            distillation.FeatureDistillation(
+                loss="mse",
+                teacher_layer_name=pair.teacher_feature,
+                student_layer_name=pair.student_feature,
+            )
+        )
+    model = distillation.Distiller(
+        teacher,
+        student,
+        distillation_losses=losses,
+        distillation_loss_weights=[1.0] * len(losses),
+        # Core weighs the *student* (label) loss: 1 - alpha in our convention.
+        student_loss_weight=1.0 - ALPHA,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _torch_workload(spec, x, y):
+    """Builds and warms up the pure-PyTorch loop; returns `(timer, extras)`."""
+    import torch
+
+    from bench import torch_loop
+
+    if spec["pair"] != "small":
+        raise ValueError(
+            f"The pure-PyTorch loop has twins of the 'small' pair only; got {spec['pair']!r}."
+        )
+    torch.manual_seed(0)
+    teacher, student = torch_loop.small_pair(spec["smoke"])
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(y.astype("int64"))
+    optimizer = torch.optim.Adam(student.parameters(), lr=LEARNING_RATE)
+    generator = torch.Generator().manual_seed(0)
+    feature_weight = 1.0 if spec["config"] == "torch_features" else 0.0
+
+    def epoch(rows=None):
+        torch_loop.distillation_epoch(
+            teacher,
+            student,
+            optimizer,
+            images[:rows],
+            labels[:rows],
+            spec["batch_size"],
+            temperature=TEMPERATURE,
+            alpha=ALPHA,
+            feature_weight=feature_weight,
+            generator=generator,
+        )
+
+    epoch(spec["warmup_steps"] * spec["batch_size"])
+    extras = {
+        "backend": "pytorch",
+        "teacher_parameters": torch_loop.count_parameters(teacher),
+        "student_parameters": torch_loop.count_parameters(student),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return _timed(epoch, lambda: None), extras
+
+
+def main(argv=None):
+    """Entry point of `python -m bench.workload SPEC_JSON`: prints one result line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m bench.workload '<json spec>'")
+    result = run(json.loads(argv[0]))
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
