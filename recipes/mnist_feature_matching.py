@@ -1,4 +1,4 @@
-"""Logits-only KD vs KD + feature matching vs Decoupled KD, CNN -> smaller CNN.
+"""Logits-only KD vs KD + feature matching vs Decoupled KD, CNN -> smaller CNN, on MNIST.
 
 On the embedded 5,000-image MNIST subset (no download): a CNN teacher is
 trained once; then, for each seed, one small CNN student is initialised and
@@ -12,68 +12,64 @@ copied so that every method starts from the same weights:
 Usage:
     ./run python recipes/mnist_feature_matching.py --backend jax
     ./run python recipes/mnist_feature_matching.py --smoke
-Writes saved_models/mnist_feature_matching/results.json and prints a table.
+Writes saved_models/mnist_feature_matching/: results.json, report.md,
+history.json (the teacher's) and teacher.keras, and prints a table.
 """
 
-import argparse
-import json
-import os
-import pathlib
-import sys
+import numpy as np
+
+from keras_kd import recipe_support as support
+
+RECIPE = "mnist_feature_matching"
+CLAIM = (
+    "None published: our own comparison of logits-only KD, KD + a FitNets hint and DKD "
+    "against a labels-only student (README, 'Measured: logits vs features vs DKD')."
+)
+BATCH_SIZE = 64
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("torch", "tensorflow", "jax"), default=None)
-    parser.add_argument("--epochs", type=int, default=8, help="student epochs (default 8)")
-    parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--dataset", choices=("mnist_5k",), default="mnist_5k")
-    parser.add_argument("--smoke", action="store_true", help="tiny and fast: checks the recipe runs")
-    parser.add_argument("--output-dir", default="saved_models/mnist_feature_matching")
-    return parser.parse_args(argv)
+def add_arguments(parser):
+    parser.add_argument("--teacher-epochs", type=int, default=8, help="default 8")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one student per seed")
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    import torch  # noqa: F401  (before TensorFlow)
-    import keras
-    import numpy as np
-
-    import keras_kd
-    from keras_kd import datasets, models
-
-    (x_train, y_train), (x_test, y_test) = datasets.load_mnist_5k()
+    args = support.parse_args(
+        RECIPE, __doc__.splitlines()[0], argv, epochs=8, datasets=("mnist_5k",), add_arguments=add_arguments
+    )
     if args.smoke:
-        x_train, y_train, x_test, y_test = x_train[:256], y_train[:256], x_test[:128], y_test[:128]
-        args.epochs, args.teacher_epochs, args.seeds = 1, 1, args.seeds[:1]
-    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        args.seeds = args.seeds[:1]
+    keras = support.select_backend(args.backend)
+    import keras_kd
+    from keras_kd import models
+
+    data = support.load_data(args.dataset, smoke=args.smoke, seed=args.seed)
+    output = support.RecipeOutput(args, data, CLAIM)
+
+    def fit(model, epochs):
+        return support.train(
+            model, data.x_train, data.y_train, epochs=epochs, batch_size=BATCH_SIZE, optimizer="adam", verbose=0
+        )
 
     keras.utils.set_random_seed(1234)
-    teacher = models.mnist_cnn_teacher()
-    teacher.compile(optimizer="adam", loss=cross_entropy, metrics=["accuracy"])
-    teacher.fit(x_train, y_train, batch_size=64, epochs=args.teacher_epochs, verbose=0)
-    teacher_accuracy = teacher.evaluate(x_test, y_test, verbose=0)[1]
-    teacher_conv = [layer.name for layer in teacher.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-
-    def student_conv(student):
-        return [layer.name for layer in student.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+    teacher = models.mnist_cnn_teacher(data.input_shape, data.num_classes)
+    output.add_history("teacher", fit(teacher, args.teacher_epochs))
+    teacher_accuracy = support.accuracy(teacher, data.x_test, data.y_test)
+    teacher_conv = last_conv(teacher)
 
     methods = {
         "labels only": None,
-        "KD, logits": lambda teacher, student: keras_kd.Distiller(teacher, student, temperature=4.0, alpha=0.9),
-        "KD, logits + hint": lambda teacher, student: keras_kd.Distiller(
+        "KD, logits": lambda student: keras_kd.Distiller(teacher, student, temperature=4.0, alpha=0.9),
+        "KD, logits + hint": lambda student: keras_kd.Distiller(
             teacher,
             student,
             temperature=4.0,
             alpha=0.9,
             feature_matches=[
-                keras_kd.FeatureMatch(teacher_layer=teacher_conv, student_layer=student_conv(student), loss="mse", weight=1.0)
+                keras_kd.FeatureMatch(teacher_layer=teacher_conv, student_layer=last_conv(student), loss="mse")
             ],
         ),
-        "DKD + CE": lambda teacher, student: keras_kd.Distiller(
+        "DKD + CE": lambda student: keras_kd.Distiller(
             teacher,
             student,
             temperature=4.0,
@@ -84,50 +80,36 @@ def main(argv=None):
     accuracies = {name: [] for name in methods}
     for seed in args.seeds:
         keras.utils.set_random_seed(seed)
-        initial = models.mnist_cnn_teacher(filters=(8, 16), dense_units=32, name="cnn_student")
+        initial = models.mnist_cnn_teacher(data.input_shape, data.num_classes, filters=(8, 16), dense_units=32, name="cnn_student")
         for name, make_distiller in methods.items():
-            student = keras.models.clone_model(initial)
-            student.set_weights(initial.get_weights())
+            student = support.same_initial_weights(initial)
             keras.utils.set_random_seed(seed)
-            if make_distiller is None:
-                student.compile(optimizer="adam", loss=cross_entropy)
-                student.fit(x_train, y_train, batch_size=64, epochs=args.epochs, verbose=0)
-            else:
-                distiller = make_distiller(teacher, student).compile(optimizer="adam")
-                distiller.fit(x_train, y_train, batch_size=64, epochs=args.epochs, verbose=0)
-            predictions = student.predict(x_test, verbose=0).argmax(-1)
-            accuracies[name].append(float(np.mean(predictions == y_test)) * 100)
+            fit(student if make_distiller is None else make_distiller(student), args.epochs)
+            accuracies[name].append(support.accuracy(student, data.x_test, data.y_test) * 100)
             print(f"seed {seed} {name}: {accuracies[name][-1]:.2f}%", flush=True)
 
-    rows = [
-        "| Model | Test accuracy (%) mean ± std | per seed |",
-        "|---|---|---|",
-        f"| teacher (CNN 32-64, {teacher.count_params():,} params) | {teacher_accuracy * 100:.2f} | |",
-    ]
+    output.save_models({"teacher": teacher})
+    rows = [[f"teacher (CNN, {teacher.count_params():,} params)", f"{teacher_accuracy * 100:.2f}", ""]]
     for name, values in accuracies.items():
         rows.append(
-            f"| student (CNN 8-16, {initial.count_params():,} params), {name} | "
-            f"{np.mean(values):.2f} ± {np.std(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |"
+            [
+                f"student (CNN 8-16, {initial.count_params():,} params), {name}",
+                f"{np.mean(values):.2f} ± {np.std(values):.2f}",
+                ", ".join(f"{value:.2f}" for value in values),
+            ]
         )
-    table = "\n".join(rows)
-    print(f"\nbackend: {keras.config.backend()}, epochs: {args.epochs}, seeds: {args.seeds}\n{table}")
-    output_dir = pathlib.Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(
-        json.dumps(
-            {
-                "backend": keras.config.backend(),
-                "epochs": args.epochs,
-                "seeds": args.seeds,
-                "teacher_accuracy": teacher_accuracy,
-                "student_accuracy": accuracies,
-                "table": table,
-            },
-            indent=2,
-        )
+    table = support.markdown_table(["Model", "Test accuracy (%) mean ± std", "per seed"], rows)
+    return output.finish(
+        table, {"seeds": args.seeds, "teacher_accuracy": teacher_accuracy, "student_accuracy": accuracies}
     )
-    return 0
+
+
+def last_conv(model):
+    """Name of the model's last Conv2D layer (where the hint is taken)."""
+    import keras
+
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-1]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    support.run(main)

@@ -1,0 +1,204 @@
+"""Every recipe in `recipes/` runs end to end in `--smoke` mode, and says what it ran on.
+
+The smoke runs check the recipes' plumbing (arguments, data, training,
+outputs), which does not depend on the backend, so they run once, on torch
+(the quickest for one-step runs: no tracing or compilation), all in one
+subprocess to pay for the imports once. The model builders themselves are
+tested on every backend in test_models.py and test_models_resnet.py.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import pytest
+from conftest import REQUESTED_BACKEND
+
+from keras_kd import recipe_support as support
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+SMOKE_BACKEND = "torch"
+# Recipe -> the models it saves.
+RECIPES = {
+    "mnist_hinton": ("teacher", "student_alone", "student_distilled"),
+    "mnist_mlp": ("teacher", "student_distilled", "student_alone"),
+    "mnist_feature_matching": ("teacher",),
+    "mnist_transfer_set": ("teacher",),
+    "cifar10_small_cnn": ("teacher", "student_baseline", "student_distilled"),
+    "cifar10_resnet18_labelfree": ("teacher", "student_labelfree"),
+    "cifar10_resnet50_to_resnet18": ("teacher", "student_baseline", "student_distilled"),
+}
+CIFAR_RECIPES = [name for name in RECIPES if name.startswith("cifar10")]
+# 32 smoke rows in batches of 8: 4 steps, so the T and alpha schedules move.
+EXTRA_SMOKE_ARGUMENTS = {"cifar10_resnet50_to_resnet18": ["--batch-size", "8"]}
+
+DRIVER = """
+import contextlib, io, json, runpy, sys, traceback
+root, recipes, extra, backend = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+from keras_kd import recipe_support as support
+status = {}
+for name in recipes:
+    main = runpy.run_path(f"recipes/{name}.py")["main"]
+    try:
+        main(["--smoke", "--backend", backend, "--output-dir", f"{root}/{name}", *extra.get(name, [])])
+        status[name] = "ok"
+    except Exception:
+        status[name] = traceback.format_exc()
+# Without --smoke, a CIFAR recipe needs CIFAR-10, which the test hides.
+main = runpy.run_path("recipes/cifar10_small_cnn.py")["main"]
+stderr = io.StringIO()
+with contextlib.redirect_stderr(stderr):
+    try:
+        support.run(lambda: main(["--backend", backend, "--epochs", "1", "--output-dir", f"{root}/missing"]))
+        exit_code = 0
+    except SystemExit as exit:
+        exit_code = exit.code
+status["missing_cifar10"] = {"exit_code": exit_code, "stderr": stderr.getvalue()}
+with open(f"{root}/status.json", "w") as file:
+    json.dump(status, file)
+"""
+
+needs_smoke_backend = pytest.mark.skipif(
+    REQUESTED_BACKEND != SMOKE_BACKEND,
+    reason=f"the recipe smoke runs are backend-independent plumbing and run once, on {SMOKE_BACKEND}",
+)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Runs every recipe with --smoke in one subprocess; returns (root, status)."""
+    root = tmp_path_factory.mktemp("recipes")
+    empty = tmp_path_factory.mktemp("no_datasets")  # No TFDS or Keras copy of CIFAR-10 here.
+    env = dict(
+        os.environ,
+        # Another backend than --backend's, so that a recipe importing Keras
+        # before applying --backend fails (select_backend refuses the mismatch).
+        KERAS_BACKEND="jax",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        TFDS_DATA_DIR=str(empty / "tfds"),
+        KERAS_HOME=str(empty / "keras"),
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            str(root),
+            json.dumps(list(RECIPES)),
+            json.dumps(EXTRA_SMOKE_ARGUMENTS),
+            SMOKE_BACKEND,
+        ],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return root, json.loads((root / "status.json").read_text())
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_recipe_runs_in_smoke_mode_and_writes_its_outputs(smoke_runs, recipe):
+    root, status = smoke_runs
+    assert status[recipe] == "ok", status[recipe]
+    directory = root / recipe
+    results = json.loads((directory / "results.json").read_text())
+    assert results["recipe"] == recipe
+    assert results["smoke"] is True
+    assert results["backend"] == SMOKE_BACKEND
+    assert "SMOKE RUN" in (directory / "report.md").read_text()
+    histories = json.loads((directory / "history.json").read_text())
+    assert "teacher" in histories and histories["teacher"]["loss"]
+    for model_name in RECIPES[recipe]:
+        model = keras.saving.load_model(directory / f"{model_name}.keras")  # safe_mode=True
+        assert model.output.shape[-1] == 10
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", CIFAR_RECIPES)
+def test_cifar_smoke_runs_say_they_used_random_stand_in_data(smoke_runs, recipe):
+    root, _ = smoke_runs
+    results = json.loads((root / recipe / "results.json").read_text())
+    assert results["is_stand_in"] is True
+    assert "RANDOM STAND-IN" in results["data"] and "NOT cifar10 results" in results["data"]
+    assert "RANDOM STAND-IN" in (root / recipe / "report.md").read_text()
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_cifar_recipe_without_cifar10_ends_with_the_datasets_error(smoke_runs):
+    _, status = smoke_runs
+    missing = status["missing_cifar10"]
+    assert missing["exit_code"] == 2
+    message = missing["stderr"][missing["stderr"].index("error: ") :]  # After any library warnings.
+    assert message.startswith("error: No local copy of the dataset 'cifar10'"), missing["stderr"]
+    assert "Traceback" not in missing["stderr"]
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_resnet50_recipe_decays_temperature_and_alpha(smoke_runs):
+    root, _ = smoke_runs
+    history = json.loads((root / "cifar10_resnet50_to_resnet18" / "history.json").read_text())
+    distilled = history["student_distilled"]
+    # 4 steps of PolynomialDecay: the last step (3 of 4) logs T = 1 + 4/4, alpha = 0.1 + 0.8/4.
+    assert distilled["temperature"][-1] == pytest.approx(2.0, abs=1e-5)
+    assert distilled["alpha"][-1] == pytest.approx(0.3, abs=1e-5)
+    assert distilled["feature_loss"][-1] > 0
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_label_free_recipe_never_gives_labels_to_the_student_loss(smoke_runs):
+    root, _ = smoke_runs
+    history = json.loads((root / "cifar10_resnet18_labelfree" / "history.json").read_text())
+    assert "student_loss" not in history["student_labelfree"]
+    assert history["student_labelfree"]["alpha"] == [1.0]
+
+
+# Argument handling needs no Keras training: it runs on every backend.
+
+
+def test_smoke_sets_one_epoch_tiny_models_and_its_own_output_folder():
+    def add_arguments(parser):
+        support.add_architecture_arguments(parser, teacher="resnet50", student="resnet18")
+
+    args = support.parse_args("demo_recipe", "test", ["--smoke", "--epochs", "30"], epochs=10,
+                              datasets=("cifar10",), add_arguments=add_arguments)
+    assert (args.epochs, args.teacher, args.student) == (1, "small_cnn_student", "small_cnn_student")
+    assert pathlib.Path(args.output_dir) == pathlib.Path("saved_models/demo_recipe/smoke")
+    full = support.parse_args("demo_recipe", "test", [], epochs=10, datasets=("cifar10",),
+                              add_arguments=add_arguments)
+    assert (full.epochs, full.teacher, full.dataset) == (10, "resnet50", "cifar10")
+    assert pathlib.Path(full.output_dir) == pathlib.Path("saved_models/demo_recipe")
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--dataset", "imagenet"], ["--backend", "numpy"]])
+def test_bad_arguments_are_refused(argv, capsys):
+    with pytest.raises(SystemExit):
+        support.parse_args("demo_recipe", "test", argv, epochs=10, datasets=("mnist_5k",))
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_smoke_data_for_cifar10_is_labelled_random_stand_in():
+    data = support.load_data("cifar10", smoke=True)
+    assert data.is_stand_in and "RANDOM STAND-IN" in data.description
+    assert data.x_train.shape == (support.SMOKE_TRAIN_ROWS, 32, 32, 3)
+    assert data.num_classes == 10
+
+
+def test_train_refuses_augmentation_for_a_distiller():
+    import keras_kd
+    from keras_kd import models
+
+    teacher = models.mlp_student((4, 4, 1), 3, (4,))
+    distiller = keras_kd.Distiller(teacher, models.mlp_student((4, 4, 1), 3, (2,)))
+    with pytest.raises(ValueError, match="Pass the augmentation to the Distiller"):
+        support.train(distiller, None, epochs=1, batch_size=1, optimizer="adam", augmentation=keras.layers.Identity())
