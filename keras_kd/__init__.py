@@ -15,9 +15,19 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it (a module's own name for a submodule).
 _EXPORTS = {
+    "CacheMismatchError": "keras_kd.cache",
     "Distiller": "keras_kd.distiller",
     "FeatureMatch": "keras_kd.features",
+    "FunctionMatchingDistiller": "keras_kd.distiller",
+    "TeacherCache": "keras_kd.cache",
+    "datasets": "keras_kd.datasets",
+    "export": "keras_kd.export",
     "losses": "keras_kd.losses",
+    "models": "keras_kd.models",
+    "plots": "keras_kd.plots",
+    "report": "keras_kd.report",
+    "transfer": "keras_kd.transfer",
+    "tuning": "keras_kd.tuning",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,14 +8,18 @@ import keras
 from keras import ops
 
 from keras_kd import backend as kd_backend
+from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
 from keras_kd import hyperparameters
 from keras_kd import losses as kd_losses
+from keras_kd import transfer
 from keras_kd import validation
 
 # What the teacher (run outside the gradient computation) hands to the loss.
+# `mixing` is `(partner, weight)` when mixup mixed the batch, else None.
 Batch = collections.namedtuple(
-    "Batch", ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step"]
+    "Batch",
+    ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step", "mixing"],
 )
 # What the loss computation hands to the metrics.
 StepOutputs = collections.namedtuple("StepOutputs", ["loss", "student_logits", "terms"])
@@ -27,7 +31,11 @@ class CurrentValue(keras.metrics.Metric):
 
     def __init__(self, name, dtype="float32"):
         super().__init__(name=name, dtype=dtype)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        # Every replica assigns the same value; the default "sum" would
+        # report it times the number of replicas under tf.distribute.
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", aggregation="mean", name="value"
+        )
 
     def update_state(self, value):
         self.value.assign(ops.cast(value, self.dtype))
@@ -51,7 +59,9 @@ class Distiller(keras.Model):
     so **`alpha` weighs the distillation (soft) term**: `alpha=1.0` is
     label-free distillation (`fit(x)` works, and no label reaches the
     student), `alpha=0.0` is ordinary supervised training of the student.
-    Both models must output logits (no final softmax).
+    Both models must output logits (no final softmax). Labels of -1
+    (`keras_kd.transfer.UNLABELED`) mark unlabelled examples of a transfer
+    set: the hard-label term skips them, the distillation term does not.
 
     The teacher is frozen (`trainable=False`), always called with
     `training=False` (BatchNorm and Dropout in inference mode) and run outside
@@ -70,14 +80,22 @@ class Distiller(keras.Model):
         feature_matches: A list of `keras_kd.FeatureMatch`: intermediate
             layers to align, each adding `weight * loss` to the total (after a
             trainable adapter where the shapes differ).
+        augmentation: Function matching (see `FunctionMatchingDistiller`): a
+            `keras.layers.Layer`, e.g. a `keras.Sequential` of random
+            preprocessing layers, applied to each training batch inside the
+            train step; the teacher and the student see the same result.
+        mixup: Function matching: the Beta concentration of mixup applied to
+            each training batch inside the train step (0 turns it off). With
+            labels, the hard-label loss is mixed with the same weights.
+        seed: Seed of the mixup draws (augmentation layers take their own).
         name: Name of the model.
 
     Raises:
         TypeError: if `teacher` or `student` is not a `keras.Model`, or a
             hyperparameter has the wrong type.
         ValueError: for a temperature <= 0 or not finite, an alpha outside
-            [0, 1], the same model as teacher and student, or models whose
-            input or output shapes differ.
+            [0, 1], a negative or non-finite mixup, the same model as teacher
+            and student, or models whose input or output shapes differ.
 
     Example:
 
@@ -97,6 +115,9 @@ class Distiller(keras.Model):
         alpha=0.9,
         distillation_loss=None,
         feature_matches=(),
+        augmentation=None,
+        mixup=0.0,
+        seed=None,
         name="distiller",
         **kwargs,
     ):
@@ -116,6 +137,17 @@ class Distiller(keras.Model):
             "alpha", alpha, validation.check_alpha
         )
         self.distillation_loss = kd_losses.get(distillation_loss)
+        self.augmentation = validation.check_augmentation(augmentation)
+        if self.augmentation is not None and not self.augmentation.built:
+            # Built now, not inside a compiled step (torch.compile cannot
+            # trace the creation of a Sequential's input layer).
+            teacher_shapes = _io_shapes(teacher)
+            if teacher_shapes is not None and len(teacher_shapes[0]) == 1:
+                self.augmentation.build(teacher_shapes[0][0])
+        self.mixup = validation.check_mixup(mixup)
+        self.seed = seed
+        if self.mixup > 0:
+            self._mixup_seed = keras.random.SeedGenerator(seed, name="mixup_seed")
         _build_from_teacher_inputs(student, teacher)
         _check_logit_models(teacher, student)
         self.feature_matches = _check_feature_matches(feature_matches)
@@ -177,8 +209,40 @@ class Distiller(keras.Model):
         """False only for label-free distillation (alpha fixed at 1.0)."""
         return not (self._alpha_value.is_constant and self._alpha_value.initial_value == 1.0)
 
+    @property
+    def transforms_inputs(self):
+        """True when training batches are augmented or mixed inside the step.
+
+        The teacher's outputs then differ at every step, so they cannot be
+        cached.
+        """
+        return self.augmentation is not None or self.mixup > 0
+
     def call(self, inputs, training=False):
+        inputs, _ = kd_cache.split_cached(inputs)
         return self.student(inputs, training=training)
+
+    def fit(self, x=None, *args, **kwargs):
+        """As `keras.Model.fit`; also accepts `TeacherCache.dataset(...)` as `x`.
+
+        A cached dataset (as `x` or `validation_data`) is checked first:
+        it must come from this Distiller's teacher (same weights) and hold
+        the features its feature matches read, and the Distiller must not
+        transform its inputs inside the step.
+
+        Raises:
+            keras_kd.cache.CacheMismatchError: for a stale or mismatched cache.
+            ValueError: for a cache given to a Distiller that augments or
+                mixes its inputs.
+        """
+        kd_cache.check_data(self, x)
+        kd_cache.check_data(self, kwargs.get("validation_data"))
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """As `keras.Model.evaluate`, checking a cached dataset as `fit` does."""
+        kd_cache.check_data(self, x)
+        return super().evaluate(x, *args, **kwargs)
 
     def save(self, filepath, overwrite=True, **kwargs):
         """Saves like `keras.Model.save`, atomically.
@@ -274,6 +338,8 @@ class Distiller(keras.Model):
     def prepare_batch(self, data, training):
         """Unpacks `data`, advances schedules and runs the frozen teacher."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        # Batches from TeacherCache.dataset() carry the teacher's outputs.
+        x, cached_outputs = kd_cache.split_cached(x)
         if y is None and self.uses_labels and training:
             raise ValueError(
                 f"Labels are missing, but alpha={self._describe_alpha()} gives "
@@ -287,12 +353,28 @@ class Distiller(keras.Model):
                 self.temperature.assign(self._temperature_value.at_step(step))
             if not self._alpha_value.is_constant:
                 self.alpha.assign(self._alpha_value.at_step(step))
-        teacher_logits, teacher_features = _split_outputs(
-            self._teacher_view(x, training=False), self.feature_matches
-        )
+        mixing = None
+        if training and self.augmentation is not None:
+            x = self.augmentation(x, training=True)
+        if training and self.mixup > 0:
+            x, partner, weight = transfer.mix_batch(x, self.mixup, self._mixup_seed)
+            mixing = (partner, weight)
+        teacher_logits, teacher_features = self._teacher_outputs(x, cached_outputs)
+        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step, mixing)
+
+    def _teacher_outputs(self, x, cached_outputs):
+        """The teacher's logits and matched features, from the cache if the batch has them."""
+        if cached_outputs is None:
+            teacher_logits, teacher_features = _split_outputs(
+                self._teacher_view(x, training=False), self.feature_matches
+            )
+        else:
+            teacher_logits, teacher_features = kd_cache.cached_teacher_outputs(
+                cached_outputs, [match.teacher_layer for match in self.feature_matches]
+            )
         teacher_logits = ops.stop_gradient(teacher_logits)
         teacher_features = [ops.stop_gradient(feature) for feature in teacher_features]
-        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step)
+        return teacher_logits, teacher_features
 
     def compute_step_loss(self, batch, training):
         """Runs the student once and returns the loss and what metrics need."""
@@ -307,9 +389,9 @@ class Distiller(keras.Model):
         )
         terms = {"distillation_loss": kd_losses.weighted_mean(soft, batch.sample_weight)}
         if self.uses_labels and batch.y is not None:
-            hard = ops.cast(self.hard_loss(batch.y, student_logits), "float32")
+            hard, labeled = self._hard_loss_of_labeled(batch, student_logits)
             per_example = alpha * soft + (1.0 - alpha) * hard
-            terms["student_loss"] = kd_losses.weighted_mean(hard, batch.sample_weight)
+            terms["student_loss"] = _mean_over_labeled(hard, labeled, batch.sample_weight)
         else:
             per_example = alpha * soft
         for match, adapter, teacher_feature, student_feature in zip(
@@ -328,6 +410,27 @@ class Distiller(keras.Model):
             loss = loss + ops.cast(ops.sum(ops.stack(regularization)), "float32")
         return StepOutputs(loss, student_logits, terms)
 
+    def _hard_loss_of_labeled(self, batch, student_logits):
+        """The per-example hard-label loss, 0 where the label is missing.
+
+        Returns the loss and the share of each example that is labelled
+        (1 or 0; between them for a mixup of a labelled and an unlabelled
+        example).
+        """
+
+        def masked_loss(labels):
+            labeled = transfer.label_mask(labels)
+            loss = self.hard_loss(transfer.fill_missing_labels(labels), student_logits)
+            return ops.cast(loss, "float32") * labeled, labeled
+
+        hard, labeled = masked_loss(batch.y)
+        if batch.mixing is not None:
+            partner, weight = batch.mixing
+            partner_hard, partner_labeled = masked_loss(ops.take(batch.y, partner, axis=0))
+            hard = weight * hard + (1.0 - weight) * partner_hard
+            labeled = weight * labeled + (1.0 - weight) * partner_labeled
+        return hard, labeled
+
     def update_metrics(self, batch, outputs):
         """Updates the loss trackers and compiled metrics; returns the logs."""
         batch_size = ops.shape(outputs.student_logits)[0]
@@ -345,9 +448,25 @@ class Distiller(keras.Model):
         self._temperature_log.update_state(self.temperature)
         self._alpha_log.update_state(self.alpha)
         if batch.y is not None and self._compile_metrics is not None:
-            self._compile_metrics.update_state(
-                batch.y, outputs.student_logits, batch.sample_weight
+            labels = batch.y
+            if batch.mixing is not None:
+                # A mixed input is scored against its larger share's label.
+                partner, weight = batch.mixing
+                larger_share_is_own = ops.reshape(
+                    weight >= 0.5, (-1,) + (1,) * (len(labels.shape) - 1)
+                )
+                labels = ops.where(larger_share_is_own, labels, ops.take(labels, partner, axis=0))
+            _update_compiled_metrics(
+                self._compile_metrics, labels, outputs.student_logits, batch.sample_weight
             )
+        return self.get_metrics_result()
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Keras builds the compiled metrics through this method from the
+        # first batch; label-free data leaves them for the first labelled
+        # batch (e.g. validation data) to build.
+        if y is not None and self._compile_metrics is not None:
+            _update_compiled_metrics(self._compile_metrics, y, y_pred, sample_weight)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
@@ -385,6 +504,9 @@ class Distiller(keras.Model):
                 "feature_matches": [
                     keras.saving.serialize_keras_object(match) for match in self.feature_matches
                 ],
+                "augmentation": keras.saving.serialize_keras_object(self.augmentation),
+                "mixup": self.mixup,
+                "seed": self.seed,
             }
         )
         return config
@@ -392,8 +514,8 @@ class Distiller(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("teacher", "student", "distillation_loss"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("teacher", "student", "distillation_loss", "augmentation"):
+            config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["feature_matches"] = [
             keras.saving.deserialize_keras_object(match)
             for match in config.get("feature_matches", [])
@@ -403,6 +525,96 @@ class Distiller(keras.Model):
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class FunctionMatchingDistiller(Distiller):
+    """Function matching: a consistent teacher on augmented and mixed inputs.
+
+    Beyer, Zhai, Royer, Markeeva, Anil & Kolesnikov, "Knowledge distillation:
+    A good teacher is patient and consistent", CVPR 2022. Inside each train
+    step the batch is augmented and/or mixed (mixup) *once*, and both the
+    teacher and the student see that same batch, so the student matches the
+    teacher's function on inputs well beyond the training images. As in the
+    paper it is label-free by default (`alpha=1.0`): `fit(x)` works, and
+    labels, if given with `alpha < 1`, are mixed with the inputs' weights.
+    Evaluation sees the inputs unchanged.
+
+    The teacher runs at every step (its outputs change with the inputs), so
+    a `keras_kd.cache.TeacherCache` refuses this Distiller. Function
+    matching pays off with long training: the paper trains for thousands of
+    epochs.
+
+    Args:
+        teacher, student, temperature, distillation_loss, feature_matches,
+            name: As for `Distiller`.
+        alpha: As for `Distiller`; defaults to 1.0 (label-free).
+        augmentation: A `keras.layers.Layer` of random preprocessing, e.g.
+            `keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])`,
+            or `None`.
+        mixup: Beta concentration of mixup; 1.0 (the default) draws the
+            mixing weights uniformly; 0 turns mixup off.
+        seed: Seed of the mixup draws.
+
+    Raises:
+        ValueError: if neither augmentation nor mixup is on, or as
+            `Distiller`.
+
+    Example:
+
+    ```python
+    augment = keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])
+    distiller = keras_kd.FunctionMatchingDistiller(
+        teacher, student, augmentation=augment, mixup=1.0, seed=0)
+    distiller.compile(optimizer="adam").fit(x_unlabeled, epochs=100)
+    ```
+    """
+
+    def __init__(self, teacher, student, *, alpha=1.0, augmentation=None, mixup=1.0, seed=None, **kwargs):
+        super().__init__(
+            teacher, student, alpha=alpha, augmentation=augmentation, mixup=mixup, seed=seed, **kwargs
+        )
+        if not self.transforms_inputs:
+            raise ValueError(
+                "Function matching needs an `augmentation` layer, a `mixup` "
+                "concentration > 0, or both; got augmentation=None and "
+                "mixup=0.0. Use keras_kd.Distiller for plain distillation."
+            )
+
+
+def _update_compiled_metrics(compile_metrics, labels, logits, sample_weight):
+    """Updates `compile(metrics=..., weighted_metrics=...)` on labelled rows only.
+
+    Keras applies `sample_weight` to `weighted_metrics` alone; the rows
+    marked unlabelled must leave out of both kinds, so each kind gets the
+    label mask (times the sample weights for the weighted kind).
+    """
+    if not compile_metrics.built:
+        compile_metrics.build(labels, logits)
+    labeled = transfer.label_mask(labels)
+    labels = transfer.fill_missing_labels(labels)
+    weighted = labeled
+    if sample_weight is not None:
+        weighted = weighted * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    for metrics, weights in (
+        (compile_metrics._flat_metrics, labeled),
+        (compile_metrics._flat_weighted_metrics, weighted),
+    ):
+        for metric in metrics:
+            if metric:
+                metric.update_state(labels, logits, sample_weight=weights)
+
+
+def _mean_over_labeled(hard, labeled, sample_weight):
+    """The hard-label loss summed over the batch, per labelled example.
+
+    With every example labelled this is `weighted_mean(hard, sample_weight)`;
+    `hard` is already 0 where a label is missing. A batch without labels
+    gives 0.
+    """
+    if sample_weight is not None:
+        hard = hard * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return ops.sum(hard) / ops.maximum(ops.sum(labeled), 1.0)
 
 
 def _check_feature_matches(feature_matches):

@@ -6,13 +6,17 @@ import numbers
 import keras
 
 
-def check_real_number(name, value):
+def check_real_number(name, value, schedulable=True):
     """Returns `value` as a float, refusing bools, non-numbers and NaN/inf."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        valid = (
+            "a real number, a keras.optimizers.schedules.LearningRateSchedule "
+            "or a callable of the training step"
+            if schedulable
+            else "a real number"
+        )
         raise TypeError(
-            f"`{name}` must be a real number, a "
-            "keras.optimizers.schedules.LearningRateSchedule or a callable of "
-            f"the training step; got {value!r} of type {type(value).__name__}."
+            f"`{name}` must be {valid}; got {value!r} of type {type(value).__name__}."
         )
     value = float(value)
     if not math.isfinite(value):
@@ -37,6 +41,26 @@ def check_alpha(value, name="alpha"):
             f"(1 = label-free distillation, 0 = labels only); got {value!r}."
         )
     return value
+
+
+def check_mixup(value, name="mixup"):
+    value = check_real_number(name, value, schedulable=False)
+    if value < 0:
+        raise ValueError(
+            f"`{name}` must be >= 0: the Beta concentration of mixup (0 turns "
+            f"it off; 0.2 to 1.0 are usual); got {value!r}."
+        )
+    return value
+
+
+def check_augmentation(augmentation):
+    if augmentation is None or isinstance(augmentation, keras.layers.Layer):
+        return augmentation
+    raise TypeError(
+        "`augmentation` must be None or a keras.layers.Layer, e.g. "
+        "keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)]); got "
+        f"{augmentation!r} of type {type(augmentation).__name__}."
+    )
 
 
 def check_model(role, model):

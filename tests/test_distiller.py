@@ -344,3 +344,17 @@ def test_an_unbuilt_sequential_student_is_built_from_the_teacher_inputs():
     distiller = keras_kd.Distiller(teacher, student).compile(optimizer="adam")
     distiller.fit(x, y, epochs=1, verbose=0)
     assert student.built and student.count_params() == 8 * 8 + 8 + 8 * 3 + 3
+
+
+def test_label_free_fit_with_compiled_metrics_and_labelled_validation():
+    # Keras builds compiled metrics from the first batch; without labels they
+    # must wait for the labelled validation data instead of failing.
+    x, y = make_data()
+    teacher = make_mlp(16, name="teacher")
+    student = make_mlp(4, name="student")
+    distiller = keras_kd.Distiller(teacher, student, alpha=1.0).compile(
+        optimizer="adam", metrics=["accuracy"]
+    )
+    history = distiller.fit(x, validation_data=(x, y), epochs=2, batch_size=16, verbose=0)
+    predictions = np.argmax(student.predict(x, verbose=0), axis=-1)
+    assert history.history["val_accuracy"][-1] == pytest.approx(np.mean(predictions == y))
