@@ -5,6 +5,7 @@ import os
 import tempfile
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_kd import backend as kd_backend
@@ -237,12 +238,46 @@ class Distiller(keras.Model):
         """
         kd_cache.check_data(self, x)
         kd_cache.check_data(self, kwargs.get("validation_data"))
+        self._check_array_data(x, args[0] if args else kwargs.get("y"), training=True)
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         """As `keras.Model.evaluate`, checking a cached dataset as `fit` does."""
         kd_cache.check_data(self, x)
+        self._check_array_data(x, args[0] if args else kwargs.get("y"), training=False)
         return super().evaluate(x, *args, **kwargs)
+
+    def _check_array_data(self, x, y, training):
+        """Checks inputs and labels given as NumPy arrays before Keras starts.
+
+        The train step checks any data, but there an error surfaces through
+        the backend (a TensorFlow graph error), and on JAX a first step that
+        fails leaves the models' variables emptied: Keras's JAX `fit` detaches
+        them while it trains.
+        """
+        if not isinstance(x, np.ndarray):
+            return
+        teacher_shapes = _io_shapes(self.teacher)
+        if teacher_shapes is not None and len(teacher_shapes[0]) == 1:
+            validation.check_input_array(x, teacher_shapes[0][0])
+        if y is None:
+            if training and self.uses_labels:
+                raise self._missing_labels_error()
+            return
+        student_shapes = _io_shapes(self.student)
+        if (
+            isinstance(y, np.ndarray)
+            and self.hard_loss is kd_losses.label_cross_entropy
+            and student_shapes is not None
+        ):
+            validation.check_label_array(y, student_shapes[1][0])
+
+    def _missing_labels_error(self):
+        return ValueError(
+            f"Labels are missing, but alpha={self._describe_alpha()} gives "
+            "the hard-label term a weight. Pass y to fit(), or set "
+            "alpha=1.0 for label-free distillation."
+        )
 
     def save(self, filepath, overwrite=True, **kwargs):
         """Saves like `keras.Model.save`, atomically.
@@ -341,11 +376,7 @@ class Distiller(keras.Model):
         # Batches from TeacherCache.dataset() carry the teacher's outputs.
         x, cached_outputs = kd_cache.split_cached(x)
         if y is None and self.uses_labels and training:
-            raise ValueError(
-                f"Labels are missing, but alpha={self._describe_alpha()} gives "
-                "the hard-label term a weight. Pass y to fit(), or set "
-                "alpha=1.0 for label-free distillation."
-            )
+            raise self._missing_labels_error()
         step = None
         if training:
             step = ops.cast(self.optimizer.iterations, "float32")
@@ -459,7 +490,10 @@ class Distiller(keras.Model):
             _update_compiled_metrics(
                 self._compile_metrics, labels, outputs.student_logits, batch.sample_weight
             )
-        return self.get_metrics_result()
+            return self.get_metrics_result()
+        # Label-free batches log no label metrics (rather than a stale 0.0
+        # once labelled validation data has built them).
+        return self.get_metrics_result(exclude=(self._compile_metrics,))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Keras builds the compiled metrics through this method from the
@@ -469,12 +503,12 @@ class Distiller(keras.Model):
             _update_compiled_metrics(self._compile_metrics, y, y_pred, sample_weight)
         return self.get_metrics_result()
 
-    def get_metrics_result(self):
+    def get_metrics_result(self, exclude=()):
         # Compiled metrics stay unbuilt while no labels have been seen
         # (label-free fit); leave them out rather than fail.
         results = {}
         for metric in self.metrics:
-            if not getattr(metric, "built", True):
+            if not getattr(metric, "built", True) or any(metric is excluded for excluded in exclude):
                 continue
             result = metric.result()
             if isinstance(result, dict):

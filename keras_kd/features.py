@@ -47,7 +47,7 @@ class FeatureMatch:
         self.teacher_layer = _layer_name("teacher_layer", teacher_layer)
         self.student_layer = _layer_name("student_layer", student_layer)
         self.loss = kd_losses.get_feature_loss(loss)
-        self.weight = validation.check_real_number("weight", weight)
+        self.weight = validation.check_real_number("weight", weight, schedulable=False)
         if self.weight < 0:
             raise ValueError(f"`weight` of a FeatureMatch must be >= 0; got {weight!r}.")
         if not (adapter in ("auto", None) or isinstance(adapter, keras.layers.Layer)):

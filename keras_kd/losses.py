@@ -143,7 +143,7 @@ def _check_same_feature_shape(loss_name, teacher_feature, student_feature, axes=
 
 
 def _check_non_negative(name, value):
-    value = validation.check_real_number(name, value)
+    value = validation.check_real_number(name, value, schedulable=False)
     if value < 0:
         raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
     return value
@@ -230,7 +230,8 @@ def soft_target_kl(teacher_logits, student_logits, temperature):
     0.0
     """
     teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
-    temperature = ops.cast(temperature, "float32")
+    validation.check_same_logits_shape("soft_target_kl", teacher_logits, student_logits)
+    temperature = ops.cast(validation.check_loss_temperature(temperature), "float32")
     kl = _kl_from_log_probs(
         ops.log_softmax(teacher_logits / temperature, axis=-1),
         ops.log_softmax(student_logits / temperature, axis=-1),
@@ -316,13 +317,14 @@ def decoupled_kd(
     (1,)
     """
     teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
+    validation.check_same_logits_shape("decoupled_kd", teacher_logits, student_logits)
     num_classes = teacher_logits.shape[-1]
     if num_classes is not None and num_classes < 2:
         raise ValueError(
             f"decoupled_kd needs at least 2 classes (a target and a non-target "
             f"class); got logits of shape {tuple(teacher_logits.shape)}."
         )
-    temperature = ops.cast(temperature, "float32")
+    temperature = ops.cast(validation.check_loss_temperature(temperature), "float32")
     if target_classes is None:
         target_classes = ops.argmax(teacher_logits, axis=-1)
     else:
@@ -768,6 +770,7 @@ class DistillationLoss(_ConfiguredLoss):
         if self.standardize:
             teacher_logits = standardize_logits(teacher_logits)
             student_logits = standardize_logits(student_logits)
+        temperature = validation.check_loss_temperature(temperature)
         return self.call(
             teacher_logits, student_logits, ops.cast(temperature, "float32"), step=step
         )
@@ -946,7 +949,7 @@ class AttentionTransfer(FeatureLoss):
 
     def __init__(self, p=2.0, name=None):
         super().__init__(name)
-        self.p = validation.check_real_number("p", p)
+        self.p = validation.check_real_number("p", p, schedulable=False)
         if self.p < 1:
             raise ValueError(
                 f"`p` of AttentionTransfer must be >= 1 (the paper uses 2); got {p!r}."

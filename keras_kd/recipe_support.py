@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import time
 
 BACKENDS = ("torch", "tensorflow", "jax")
@@ -558,6 +559,7 @@ class RecipeOutput:
         except ImportError:
             return  # keras_kd.plots (matplotlib) is optional for a recipe.
         for name, history in self.histories.items():
-            plots.plot_history(history, self.directory / f"history_{name}.png")
+            file_name = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")  # "(a) labels only seed 0" -> a_labels_only_seed_0
+            plots.plot_history(history, self.directory / f"history_{file_name}.png")
         if comparison is not None:
             plots.plot_comparison(comparison, self.directory / "comparison.png")

@@ -859,7 +859,7 @@ def _check_space(name, values, check):
 
 
 def _check_learning_rate(value, name="learning_rate"):
-    value = validation.check_real_number(name, value)
+    value = validation.check_real_number(name, value, schedulable=False)
     if value <= 0:
         raise ValueError(f"`{name}` must be > 0 (typically 1e-4 to 1e-2); got {value!r}.")
     return value

@@ -4,6 +4,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 
 
 def check_real_number(name, value, schedulable=True):
@@ -24,13 +25,39 @@ def check_real_number(name, value, schedulable=True):
     return value
 
 
-def check_temperature(value, name="temperature"):
-    value = check_real_number(name, value)
+def check_temperature(value, name="temperature", schedulable=True):
+    value = check_real_number(name, value, schedulable)
     if value <= 0:
         raise ValueError(
             f"`{name}` must be > 0 (typical values are 1 to 20); got {value!r}."
         )
     return value
+
+
+def check_loss_temperature(value):
+    """The `temperature` argument of a loss function.
+
+    A tensor or variable (the Distiller passes its temperature) is used as
+    it is: reading its value would need it on the host, even inside a
+    compiled step. Anything else must be a finite number > 0.
+    """
+    if isinstance(value, (keras.Variable, np.ndarray)) or keras.ops.is_tensor(value):
+        return value
+    return check_temperature(value, schedulable=False)
+
+
+def check_same_logits_shape(function_name, teacher_logits, student_logits):
+    """Teacher and student logits must have the same static shape."""
+    teacher_shape = tuple(teacher_logits.shape)
+    student_shape = tuple(student_logits.shape)
+    if len(teacher_shape) != len(student_shape) or any(
+        t is not None and s is not None and t != s for t, s in zip(teacher_shape, student_shape)
+    ):
+        raise ValueError(
+            f"{function_name} needs teacher and student logits of the same shape "
+            f"(batch, ..., classes); got teacher {teacher_shape} and student "
+            f"{student_shape}."
+        )
 
 
 def check_alpha(value, name="alpha"):
@@ -86,8 +113,59 @@ def check_sparse_labels(labels, logits):
                 f"dtype {dtype}."
             )
         return
-    raise ValueError(
+    raise ValueError(_label_shape_message(labels_shape, logits_shape))
+
+
+def _label_shape_message(labels_shape, logits_shape):
+    return (
         f"Labels of shape {labels_shape} do not fit student outputs of shape "
         f"{logits_shape}. Valid: class ids of shape {logits_shape[:-1]} or "
         f"{logits_shape[:-1] + (1,)}, or one-hot rows of shape {logits_shape}."
     )
+
+
+def check_input_array(x, input_shape):
+    """Inputs given to `fit` as one NumPy array, against the models' input shape."""
+    expected = tuple(input_shape[1:])
+    if len(expected) != x.ndim - 1 or any(
+        want is not None and want != got for want, got in zip(expected, x.shape[1:])
+    ):
+        raise ValueError(
+            f"The inputs have shape {x.shape}, but the teacher and the student "
+            f"take inputs of shape {tuple(input_shape)}: rows of shape {expected}."
+        )
+
+
+def check_label_array(labels, logits_shape):
+    """Labels given to `fit` as a NumPy array, before training starts.
+
+    `logits_shape` is the student's output shape `(None, ..., classes)`.
+    Valid: integer class ids below `classes` (negative marks an unlabelled
+    row, see `keras_kd.transfer.UNLABELED`), of shape `(batch, ...)` or
+    `(batch, ..., 1)`, or one-hot rows of shape `(batch, ..., classes)`.
+    """
+    if labels.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Labels must be integer class ids or one-hot floats; got dtype {labels.dtype}."
+        )
+    logits_shape = (len(labels),) + tuple(logits_shape[1:])
+    num_classes = logits_shape[-1]
+    if num_classes != 1 and labels.ndim == len(logits_shape) and labels.shape[-1] == num_classes:
+        return  # One-hot (or soft) rows.
+    sparse_rank = len(logits_shape) - 1
+    if not (labels.ndim == sparse_rank or (labels.ndim == sparse_rank + 1 and labels.shape[-1] == 1)):
+        raise ValueError(_label_shape_message(tuple(labels.shape), logits_shape))
+    if labels.dtype.kind == "b":
+        raise TypeError(
+            f"Labels must be integer class ids or one-hot floats; got dtype {labels.dtype}."
+        )
+    if num_classes is None or labels.size == 0:
+        return
+    bad = (labels >= num_classes) | (labels != np.floor(labels))
+    if np.any(bad):
+        value = labels.reshape(-1)[np.argmax(bad.reshape(-1))].item()
+        raise ValueError(
+            f"Label {value!r} is not a class id of the student's {num_classes} "
+            f"classes. Valid: the integers 0 to {num_classes - 1}, or -1 "
+            "(keras_kd.transfer.UNLABELED) for an unlabelled example."
+        )

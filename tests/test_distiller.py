@@ -358,3 +358,6 @@ def test_label_free_fit_with_compiled_metrics_and_labelled_validation():
     history = distiller.fit(x, validation_data=(x, y), epochs=2, batch_size=16, verbose=0)
     predictions = np.argmax(student.predict(x, verbose=0), axis=-1)
     assert history.history["val_accuracy"][-1] == pytest.approx(np.mean(predictions == y))
+    # Training had no labels: no training accuracy is logged (not a stale 0.0).
+    assert "accuracy" not in history.history
+    assert len(history.history["distillation_loss"]) == 2

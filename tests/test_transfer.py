@@ -147,14 +147,16 @@ def test_function_matching_is_label_free_and_deterministic_under_a_seed(jit_comp
         distiller = _function_matching_distiller(seed)
         assert distiller.alpha.numpy() == 1.0 and distiller.transforms_inputs
         distiller.compile(optimizer="adam", jit_compile=jit_compile)
-        history = distiller.fit(x, epochs=2, batch_size=16, verbose=0)
+        history = distiller.fit(x, epochs=1, batch_size=16, verbose=0)
         assert all(math.isfinite(value) for value in history.history["loss"])
         return distiller.student.get_weights()
 
-    first, again, other_seed = final_weights(1), final_weights(1), final_weights(2)
+    first, again = final_weights(1), final_weights(1)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(first, other_seed))
+    if not jit_compile:  # Compiling a third time (torch.compile: ~30 s) adds nothing here.
+        other_seed = final_weights(2)
+        assert any(not np.array_equal(a, b) for a, b in zip(first, other_seed))
 
 
 def test_teacher_and_student_see_the_same_transformed_batch():
