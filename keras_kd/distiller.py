@@ -231,10 +231,16 @@ class Distiller(keras.Model):
         the features its feature matches read, and the Distiller must not
         transform its inputs inside the step.
 
+        Inputs and labels given as NumPy arrays are checked before training
+        starts: the input shape, missing labels while alpha < 1, and (with the
+        default hard-label loss) the labels' shape, dtype and class ids.
+
         Raises:
             keras_kd.cache.CacheMismatchError: for a stale or mismatched cache.
             ValueError: for a cache given to a Distiller that augments or
-                mixes its inputs.
+                mixes its inputs, inputs that do not fit the models, missing
+                labels, or labels of the wrong shape or out of the classes.
+            TypeError: for labels that are not numbers (strings, booleans).
         """
         kd_cache.check_data(self, x)
         kd_cache.check_data(self, kwargs.get("validation_data"))
