@@ -58,3 +58,21 @@ def run_in_backend(backend_name, code, timeout=300):
             f"subprocess on {backend_name} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
         )
     return result.stdout
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """A PyDataset over arrays; `noise` > 0 makes it augment at random."""
+
+    def __init__(self, x, y, batch_size=8, noise=0.0):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.noise = x, y, batch_size, noise
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x = self.x[rows]
+        if self.noise:
+            x = x + np.random.normal(scale=self.noise, size=x.shape).astype(x.dtype)
+        return x, self.y[rows]

@@ -35,7 +35,7 @@ import typing
 import keras
 import numpy as np
 import pytest
-from conftest import make_data, make_mlp
+from conftest import ArrayBatches, make_data, make_mlp
 
 import keras_kd
 from keras_kd import cli, datasets, losses, tuning
@@ -124,24 +124,6 @@ def fit(y, x=None, alpha=0.5, method="fit"):
     return getattr(model, method)(W.x if x is None else x, y, verbose=0)
 
 
-class LabelledBatches(keras.utils.PyDataset):
-    """`(x, y)` batches; `noise` > 0 augments x at random on every read."""
-
-    def __init__(self, x, y, batch_size=8, noise=0.0):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.noise = x, y, batch_size, noise
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
-
-    def __getitem__(self, index):
-        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        x = self.x[rows]
-        if self.noise:
-            x = x + np.random.normal(scale=self.noise, size=x.shape).astype(x.dtype)
-        return x, self.y[rows]
-
-
 def fit_dataset_with_bad_labels():
     # Labels inside a dataset are checked in the train step (not up front):
     # the error comes out of the backend's tracing (where TensorFlow's batch
@@ -149,7 +131,7 @@ def fit_dataset_with_bad_labels():
     teacher = make_mlp(16, name="teacher", batchnorm=False)
     student = make_mlp(4, name="student", batchnorm=False)
     model = keras_kd.Distiller(teacher, student, alpha=0.5).compile(optimizer="sgd")
-    model.fit(LabelledBatches(W.x, np.zeros((32, 2), "float32")), epochs=1, verbose=0)
+    model.fit(ArrayBatches(W.x, np.zeros((32, 2), "float32")), epochs=1, verbose=0)
 
 
 def fit_other_teacher_on_cache():
@@ -339,7 +321,7 @@ CATALOGUE = [
     Case("cache directory missing", lambda: TeacherCache.load(os.path.join(W.dir, "no_cache")), FileNotFoundError, ["no teacher cache at", "teachercache.build(teacher, x, path=...)"]),
     Case(
         "cache of an augmented pipeline",
-        lambda: TeacherCache.build(W.teacher, LabelledBatches(W.x, W.y, noise=0.1)),
+        lambda: TeacherCache.build(W.teacher, ArrayBatches(W.x, W.y, noise=0.1)),
         ValueError,
         ["different first batch when read twice", "cache the data without augmentation"],
     ),

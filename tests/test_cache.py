@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_kd
-from conftest import make_data
+from conftest import ArrayBatches, make_data
 from keras_kd.cache import INPUTS_KEY, LOGITS_KEY, CacheMismatchError, TeacherCache
 
 # Cached and uncached training differ only in how the teacher's logits were
@@ -35,24 +35,6 @@ def mlp(hidden, name, counter=False):
 
 def hidden_match(weight=0.5):
     return keras_kd.FeatureMatch("teacher_hidden", "student_hidden", weight=weight)
-
-
-class ArrayBatches(keras.utils.PyDataset):
-    """A PyDataset over arrays; `noise` > 0 makes it augment at random."""
-
-    def __init__(self, x, y, batch_size, noise=0.0):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.noise = x, y, batch_size, noise
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
-
-    def __getitem__(self, index):
-        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        x = self.x[rows]
-        if self.noise:
-            x = x + np.random.normal(scale=self.noise, size=x.shape).astype(x.dtype)
-        return x, self.y[rows]
 
 
 def test_cached_fit_matches_uncached_fit_and_never_calls_the_teacher():
