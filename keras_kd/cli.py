@@ -97,7 +97,7 @@ def _add_demo_parser(subparsers):
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="training epochs of each student (default: the demo's own)",
     )
@@ -169,10 +169,10 @@ def _add_distill_parser(subparsers):
         ),
     )
     parser.add_argument(
-        "--epochs", type=_positive_int, default=10, help="training epochs (default: 10)"
+        "--epochs", type=positive_int, default=10, help="training epochs (default: 10)"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="training batch size (default: 64)"
+        "--batch-size", type=positive_int, default=64, help="training batch size (default: 64)"
     )
     parser.add_argument(
         "--learning-rate",
@@ -305,7 +305,7 @@ def _add_report_parser(subparsers):
     )
     parser.add_argument(
         "--batch-sizes",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         default=[1, 256],
         metavar="N",
@@ -319,7 +319,7 @@ def _add_report_parser(subparsers):
     )
     parser.add_argument(
         "--timed-batches",
-        type=_positive_int,
+        type=positive_int,
         default=30,
         help="timed batches per batch size (default: 30)",
     )
@@ -429,7 +429,7 @@ def _add_export_parser(subparsers):
     )
     parser.add_argument(
         "--samples",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="number of sample inputs taken from --dataset (default: 16)",
     )
@@ -493,9 +493,9 @@ def _add_tune_parser(subparsers):
     parser.add_argument("--dataset", choices=DATASET_NAMES, default="mnist_5k", help="default: mnist_5k (offline)")
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="TensorFlow Datasets directory (default: TFDS's own)")
     parser.add_argument("--tuner", choices=("grid", "random", "bayesian", "hyperband"), default="grid", help="default: grid")
-    parser.add_argument("--max-trials", type=_positive_int, default=None, metavar="N", help="default: the whole grid, else 10")
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="student epochs per trial (default 10; 1 with --smoke)")
-    parser.add_argument("--teacher-epochs", type=_positive_int, default=None, help="default 8; 1 with --smoke")
+    parser.add_argument("--max-trials", type=positive_int, default=None, metavar="N", help="default: the whole grid, else 10")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="student epochs per trial (default 10; 1 with --smoke)")
+    parser.add_argument("--teacher-epochs", type=positive_int, default=None, help="default 8; 1 with --smoke")
     parser.add_argument("--temperatures", type=_temperature, nargs="+", default=None, metavar="T", help="default: 1 2 4 8 16")
     parser.add_argument("--alphas", type=_alpha, nargs="+", default=None, metavar="ALPHA", help="default: 0.1 0.3 0.5 0.7 0.9")
     parser.add_argument(
@@ -506,7 +506,7 @@ def _add_tune_parser(subparsers):
         "--temperature-decay", choices=("off", "on", "tune"), default="off",
         help="T constant, decaying linearly to 1 over the epochs, or both tried (default: off)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument(
         "--compare-seeds", type=_non_negative_int, nargs="+", default=[], metavar="SEED",
@@ -572,7 +572,7 @@ def _add_dataset_options(parser, splits_help):
     )
     parser.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="use only the first N examples of each split (quick runs)",
@@ -747,7 +747,8 @@ def _add_backend_option(parser):
     )
 
 
-def _positive_int(text):
+def positive_int(text):
+    """argparse type: an integer >= 1, with a one-line error otherwise."""
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")

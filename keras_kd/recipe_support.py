@@ -27,6 +27,8 @@ import pathlib
 import re
 import time
 
+from keras_kd import cli
+
 BACKENDS = ("torch", "tensorflow", "jax")
 # Datasets that ship with the package (no download), so smoke runs use them.
 EMBEDDED_DATASETS = ("mnist_5k", "digits")
@@ -63,7 +65,7 @@ def parse_args(recipe, description, argv=None, *, epochs, datasets, add_argument
     """
     parser = argparse.ArgumentParser(prog=f"recipes/{recipe}.py", description=description)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="Keras backend (default: KERAS_BACKEND)")
-    parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--epochs", type=cli.positive_int, default=epochs, help=f"training epochs (default {epochs})")
     parser.add_argument("--dataset", choices=datasets, default=datasets[0], help=f"default {datasets[0]}")
     parser.add_argument("--smoke", action="store_true", help="tiny and fast, to check the recipe runs (not a result)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -115,7 +117,7 @@ def add_training_arguments(parser, *, batch_size, learning_rate, temperature, al
             augmentation (`keras_kd.datasets.augmentation`); `args.augment` is
             then True unless given.
     """
-    parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"default {batch_size}")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=batch_size, help=f"default {batch_size}")
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help=f"default {learning_rate}")
     parser.add_argument("--temperature", type=float, default=temperature, help=f"distillation T (default {temperature})")
     parser.add_argument("--alpha", type=float, default=alpha, help=f"weight of the soft term (default {alpha})")
@@ -123,13 +125,6 @@ def add_training_arguments(parser, *, batch_size, learning_rate, temperature, al
         parser.add_argument(
             "--no-augment", dest="augment", action="store_false", help="train without flips and shifts"
         )
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
 
 
 def select_backend(backend):
@@ -145,20 +140,13 @@ def select_backend(backend):
     Raises:
         RuntimeError: if Keras was already imported with another backend.
     """
-    if backend is not None:
-        os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        import torch  # noqa: F401  (torch before TensorFlow: the other order can segfault)
-    except ImportError:
-        pass
+        cli.select_backend(backend)  # Also imports torch before TensorFlow.
+    except cli.UsageError as error:
+        raise RuntimeError(str(error)) from None
     import keras
 
-    if backend is not None and keras.config.backend() != backend:
-        raise RuntimeError(
-            f"Keras already runs on {keras.config.backend()!r}, so --backend {backend} cannot "
-            "take effect; run the recipe in a fresh process."
-        )
     return keras
 
 
