@@ -102,6 +102,32 @@ def _add_demo_parser(subparsers):
         help="training epochs of each student (default: the demo's own)",
     )
     parser.add_argument(
+        "--teacher-epochs",
+        type=positive_int,
+        default=None,
+        help="training epochs of the teacher (default: the demo's own)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=_temperature,
+        default=None,
+        metavar="T",
+        help="softmax temperature of the distillation term, > 0 (default: the demo's own)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=None,
+        help="weight of the distillation term in [0, 1] (default: the demo's own)",
+    )
+    parser.add_argument(
+        "--shifted-copies",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="randomly shifted copies of each training image for the students (default: the demo's own)",
+    )
+    parser.add_argument(
         "--output-dir",
         default="saved_models/demo",
         metavar="DIR",
@@ -116,7 +142,14 @@ def _run_demo(args):
     select_backend(args.backend)
     from keras_kd import demo
 
-    options = {"epochs": args.epochs} if args.epochs is not None else {}
+    chosen = {
+        "epochs": args.epochs,
+        "teacher_epochs": args.teacher_epochs,
+        "temperature": args.temperature,
+        "alpha": args.alpha,
+        "shifted_copies": args.shifted_copies,
+    }
+    options = {name: value for name, value in chosen.items() if value is not None}
     demo.run_demo(seeds=tuple(args.seeds), output_dir=args.output_dir, **options)
 
 
