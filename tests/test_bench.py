@@ -122,3 +122,30 @@ def test_bad_spec_is_refused_with_the_valid_values():
         workload.run(spec)
     with pytest.raises(ValueError, match="valid"):
         workload.run(dict(spec, config="distil"))
+
+
+# ------------------------------------------------------------ demo gain sweep
+
+
+def test_demo_gain_sweep_reports_each_setting():
+    from bench import demo_gain_sweep
+
+    lines = []
+    demo_gain_sweep.main(
+        ["--seeds", "0", "--teacher-epochs", "1", '{"epochs": 1, "shifted_copies": 0}',
+         '{"epochs": 1, "shifted_copies": 0, "alpha": [0.9, 0.1], "temperature": 2}'],
+        print_fn=lines.append,
+    )
+    assert lines[0].startswith(f"{REQUESTED_BACKEND}: teacher ")
+    assert len(lines) == 3
+    assert lines[2].startswith('{"epochs": 1, "shifted_copies": 0, "alpha": [0.9, 0.1], "temperature": 2}: labels only ')
+    assert "gain " in lines[1] and "per seed " in lines[1]
+
+
+@pytest.mark.parametrize("setting", ['{"alfa": 0.5}', "not json", "[1, 2]"])
+def test_demo_gain_sweep_refuses_bad_settings(setting, capsys):
+    from bench import demo_gain_sweep
+
+    with pytest.raises(SystemExit):
+        demo_gain_sweep.parse_args([setting])
+    assert setting in capsys.readouterr().err
