@@ -8,8 +8,11 @@ loss), and the gain is distilled minus labels-only test accuracy. One teacher
 is trained per run, as the demo trains it (optionally on shifted copies).
 
 Usage:
-    ./run python -m bench.demo_gain_sweep --backend jax --seeds 0 1 2 10 11 12 13 \\
-        '{"temperature": 2, "alpha": 0.9}' '{"alpha": [0.9, 0.1]}'
+    ./run python -m bench.demo_gain_sweep '{}' '{"temperature": 2, "alpha": 0.9}' \\
+        '{"alpha": [0.9, 0.1]}' --backend jax --seeds 0 1 2 10 11 12 13
+
+(the settings first: `--seeds` takes every number after it; `'{}'` is the
+demo's own setting).
 
 Keys of a setting (the demo's defaults where missing): `temperature` and
 `alpha` (a number, or `[start, end]` for a linear schedule over training),
