@@ -80,10 +80,18 @@ def _machine_section(run_info):
         f"- Load average (1, 5, 15 min) at the start: {_load(start)}; at the end: {_load(end)}. "
         "This machine is shared with other engineers' jobs, so absolute times carry their "
         "load; ratios are taken within one backend's runs, minutes apart.",
-        "- No GPU was available for this run (issue #4 part 5, mixed precision on a GPU, "
-        "could not be measured here).",
+        _accelerator_line(machine.get("accelerator"), run_info.get("dtype_policy", "float32")),
         "",
     ]
+
+
+def _accelerator_line(accelerator, dtype_policy):
+    if accelerator is None:
+        return (
+            f"- No GPU was available for this run (dtype policy {dtype_policy}; issue #4 part 5, "
+            "mixed precision on a GPU, could not be measured here)."
+        )
+    return f"- GPU: {accelerator}; Keras dtype policy {dtype_policy}."
 
 
 def _pair_section(pair, results):

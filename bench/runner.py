@@ -22,6 +22,7 @@ from bench import workload
 from bench.pairs import PAIRS
 
 BACKENDS = ("jax", "tensorflow", "torch")
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERAS_CONFIGS = tuple(name for name in workload.CONFIGS if name not in workload.TORCH_CONFIGS)
 # Batch sizes of the scaling runs (the main table's batch size is added).
@@ -57,6 +58,11 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=None, help="Timed epochs per configuration; the minimum is reported (default 2, smoke 1).")
     parser.add_argument("--warmup-steps", type=int, default=None, help="Training steps before timing (default 2, smoke 1).")
     parser.add_argument("--images", type=int, default=None, help="Images per epoch for every pair (default: the pair's own).")
+    parser.add_argument("--batch-size", type=int, default=None, help="Batch size of the main runs for every pair (default: the pair's own).")
+    parser.add_argument(
+        "--dtype-policy", choices=DTYPE_POLICIES, default="float32",
+        help="Keras dtype policy of the Keras configurations (default float32; the mixed ones are for GPUs).",
+    )
     parser.add_argument("--no-scaling", action="store_true", help="Skip the batch-size scaling runs.")
     parser.add_argument("--smoke", action="store_true", help="Tiny sizes, in this process, on the current Keras backend.")
     parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to write (default: BENCHMARKS.md).")
@@ -69,7 +75,7 @@ def parse_args(argv):
         args.repeats = 1 if args.smoke else 2
     if args.warmup_steps is None:
         args.warmup_steps = 1 if args.smoke else 2
-    for name in ("repeats", "warmup_steps", "images"):
+    for name in ("repeats", "warmup_steps", "images", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; got {value}.")
@@ -83,8 +89,8 @@ def plan(args):
     for backend in _backends(args):
         for pair_name in args.pairs:
             pair = PAIRS[pair_name]
-            batch_size = pair.batch_size[args.smoke]
-            images = args.images or pair.images[args.smoke]
+            batch_size = args.batch_size or pair.batch_size[args.smoke]
+            images = max(args.images or pair.images[args.smoke], batch_size)
             images -= images % batch_size
             for config in args.configs:
                 if pair.configs is not None and config not in pair.configs:
@@ -117,6 +123,7 @@ def _spec(args, backend, pair, config, images, batch_size, group):
         "warmup_steps": args.warmup_steps,
         "smoke": args.smoke,
         "group": group,
+        "dtype_policy": args.dtype_policy,
     }
 
 
@@ -193,12 +200,24 @@ def machine_info():
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return {
+        "accelerator": _accelerator(),
         "cpu_model": cpu_model,
         "logical_cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def _accelerator():
+    """The GPU that torch sees, or None (asked of torch: it imports without Keras)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0)
 
 
 def main(argv=None):
@@ -229,6 +248,7 @@ def main(argv=None):
         "smoke": args.smoke,
         "repeats": args.repeats,
         "warmup_steps": args.warmup_steps,
+        "dtype_policy": args.dtype_policy,
     }
     if args.json:
         with open(args.json, "w") as file:

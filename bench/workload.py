@@ -124,6 +124,8 @@ def _keras_workload(spec, pair, x, y):
 
     import keras_kd
 
+    # Before any layer is built: the policy applies to layers made after it.
+    keras.config.set_dtype_policy(spec.get("dtype_policy", "float32"))
     teacher, student = _build_models(pair, spec["smoke"])
     extras = {
         "backend": keras.config.backend(),
