@@ -245,14 +245,23 @@ def _torch_workload(spec, x, y):
             f"The pure-PyTorch loop has twins of the 'small' pair only; got {spec['pair']!r}."
         )
     torch.manual_seed(0)
-    teacher, student = torch_loop.small_pair(spec["smoke"])
-    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    labels = torch.from_numpy(y.astype("int64"))
+    # On the GPU when there is one, as the Keras runs are.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher, student = (model.to(device) for model in torch_loop.small_pair(spec["smoke"]))
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    labels = torch.from_numpy(y.astype("int64")).to(device)
+    # The twin of a Keras mixed policy: autocast to its compute dtype.
+    policy = spec.get("dtype_policy", "float32")
+    autocast_dtype = {"mixed_float16": torch.float16, "mixed_bfloat16": torch.bfloat16}.get(policy)
     optimizer = torch.optim.Adam(student.parameters(), lr=LEARNING_RATE)
     generator = torch.Generator().manual_seed(0)
     feature_weight = 1.0 if spec["config"] == "torch_features" else 0.0
 
     def epoch(rows=None):
+        with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            _torch_epoch(rows)
+
+    def _torch_epoch(rows):
         torch_loop.distillation_epoch(
             teacher,
             student,
@@ -272,8 +281,10 @@ def _torch_workload(spec, x, y):
         "teacher_parameters": torch_loop.count_parameters(teacher),
         "student_parameters": torch_loop.count_parameters(student),
         "torch_threads": torch.get_num_threads(),
+        "torch_device": device,
     }
-    return _timed(epoch, lambda: None), extras
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return _timed(epoch, sync), extras
 
 
 def main(argv=None):
