@@ -108,12 +108,47 @@ def test_ratios_and_verdicts():
 
 @pytest.mark.parametrize(
     "arguments",
-    [["--repeats", "0"], ["--backend", "mxnet"], ["--configs", "nothing"], ["--pairs", "vgg"]],
+    [
+        ["--repeats", "0"],
+        ["--backend", "mxnet"],
+        ["--configs", "nothing"],
+        ["--pairs", "vgg"],
+        ["--batch-size", "0"],
+        ["--dtype-policy", "float64"],
+    ],
 )
 def test_bad_arguments_are_refused(arguments, capsys):
     with pytest.raises(SystemExit):
         runner.parse_args(arguments)
     assert "error" in capsys.readouterr().err
+
+
+def test_batch_size_and_dtype_policy_reach_every_spec():
+    args = runner.parse_args(
+        ["--backend", "jax", "torch", "--pairs", "resnet", "--batch-size", "16", "--images", "40",
+         "--dtype-policy", "mixed_bfloat16", "--no-scaling"]
+    )
+    specs = runner.plan(args)
+    assert {spec["backend"] for spec in specs} == {"jax", "torch"}
+    assert {(spec["batch_size"], spec["images"], spec["dtype_policy"]) for spec in specs} == {
+        (16, 32, "mixed_bfloat16")
+    }
+
+
+def test_report_names_the_gpu_and_the_policy():
+    assert report._accelerator_line("NVIDIA H200", "mixed_bfloat16") == (
+        "- GPU: NVIDIA H200; Keras dtype policy mixed_bfloat16."
+    )
+    assert report._accelerator_line(None, "float32").startswith("- No GPU was available")
+
+
+def test_workloads_run_under_a_mixed_policy():
+    spec = {"pair": "small", "images": 8, "batch_size": 4, "repeats": 1, "warmup_steps": 1,
+            "smoke": True, "dtype_policy": "mixed_bfloat16"}
+    torch_result = workload.run(dict(spec, config="torch_logits"))
+    assert torch_result["torch_device"] == "cpu" and torch_result["seconds"] > 0
+    workload.run(dict(spec, config="teacher_inference"))
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"
 
 
 def test_bad_spec_is_refused_with_the_valid_values():
