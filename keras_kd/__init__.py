@@ -3,9 +3,11 @@
 Importing the package does not import Keras, so that a program (such as
 `python -m keras_kd demo --backend jax`) can still choose the Keras backend:
 `keras_kd.Distiller` and the other names below import Keras on first use. If
-Keras is already imported, its backend is fixed anyway, and they are imported
-at once (which also registers the serializable classes for
-`keras.saving.load_model`).
+Keras is already imported, its backend is fixed anyway, and the modules that
+define serializable classes are imported at once, so that
+`keras.saving.load_model` finds them. The others (`tuning` needs keras-tuner,
+`plots` matplotlib) are still imported on first use, so a deployment without
+those packages can load and train a Distiller.
 """
 
 import importlib
@@ -46,7 +48,10 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
+# The modules whose classes `keras.saving.load_model` must find by name.
+_SERIALIZABLE_MODULES = ("keras_kd.distiller", "keras_kd.features", "keras_kd.losses")
+
 if "keras" in sys.modules:
-    for _name in __all__:
-        __getattr__(_name)
-    del _name
+    for _module in _SERIALIZABLE_MODULES:
+        importlib.import_module(_module)
+    del _module
