@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from keras_kd import export as kd_export
+from keras_kd import validation
 from keras_kd import losses as kd_losses
 
 CALIBRATION_BINS = 15
@@ -325,10 +326,7 @@ def check_inputs_fit(model, x, model_description=None, data_description="the dat
         raise ValueError(
             f"{model_description} has {len(input_shape)} inputs; one input array is supported."
         )
-    expected = tuple(input_shape[1:])
-    if len(expected) != x.ndim - 1 or any(
-        want is not None and want != got for want, got in zip(expected, x.shape[1:])
-    ):
+    if not validation.rows_fit_input_shape(x.shape[1:], input_shape):
         raise ValueError(
             f"{model_description} takes inputs of shape {input_shape}, but "
             f"{data_description} has inputs of shape {tuple(x.shape[1:])}."

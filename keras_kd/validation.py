@@ -124,12 +124,21 @@ def _label_shape_message(labels_shape, logits_shape):
     )
 
 
+def rows_fit_input_shape(rows_shape, input_shape):
+    """True when rows of shape `rows_shape` fit a model input of `input_shape`.
+
+    `input_shape` includes the batch axis; its `None` entries match any size.
+    """
+    expected = tuple(input_shape[1:])
+    return len(expected) == len(rows_shape) and all(
+        want is None or want == got for want, got in zip(expected, rows_shape)
+    )
+
+
 def check_input_array(x, input_shape):
     """Inputs given to `fit` as one NumPy array, against the models' input shape."""
     expected = tuple(input_shape[1:])
-    if len(expected) != x.ndim - 1 or any(
-        want is not None and want != got for want, got in zip(expected, x.shape[1:])
-    ):
+    if not rows_fit_input_shape(x.shape[1:], input_shape):
         raise ValueError(
             f"The inputs have shape {x.shape}, but the teacher and the student "
             f"take inputs of shape {tuple(input_shape)}: rows of shape {expected}."
