@@ -42,10 +42,11 @@ SETTING_KEYS = {
 
 
 def parse_args(argv=None):
+    from bench import runner
     from keras_kd.cli import positive_int
 
     parser = argparse.ArgumentParser(prog="python -m bench.demo_gain_sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=("torch", "tensorflow", "jax"), default=None)
+    parser.add_argument("--backend", choices=runner.BACKENDS, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 10, 11, 12, 13])
     parser.add_argument("--teacher-epochs", type=positive_int, default=None, help="default: the demo's")
     parser.add_argument("--teacher-shifted-copies", type=int, default=0, help="default 0, as in the demo")

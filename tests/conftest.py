@@ -76,3 +76,16 @@ class ArrayBatches(keras.utils.PyDataset):
         if self.noise:
             x = x + np.random.normal(scale=self.noise, size=x.shape).astype(x.dtype)
         return x, self.y[rows]
+
+
+def assert_one_line_error(status, stderr, *fragments):
+    """The command line failed with its usage status and one `keras-kd ...: error:` line."""
+    from keras_kd import cli
+
+    assert status == cli.USAGE_ERROR_STATUS
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("keras-kd"), stderr
+    assert ": error: " in last_line
+    for fragment in fragments:
+        assert fragment in last_line, last_line

@@ -14,7 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REQUESTED_BACKEND
+from conftest import REQUESTED_BACKEND, assert_one_line_error
 
 from keras_kd import cli, datasets
 from keras_kd.distiller import Distiller
@@ -86,16 +86,6 @@ def _subprocess(*argv, timeout=300):
         text=True,
         timeout=timeout,
     )
-
-
-def _assert_one_line_error(status, stderr, *fragments):
-    assert status == cli.USAGE_ERROR_STATUS
-    assert "Traceback" not in stderr
-    last_line = stderr.strip().splitlines()[-1]
-    assert last_line.startswith("keras-kd"), stderr
-    assert ": error: " in last_line
-    for fragment in fragments:
-        assert fragment in last_line, last_line
 
 
 # ------------------------------------------------------------ in process
@@ -238,7 +228,7 @@ def test_distill_bad_input_is_one_line(files, tmp_path, capsys, argv, fragments)
         "--quiet",
     ]
     status, _, err = _main(command, capsys)
-    _assert_one_line_error(status, err, *fragments)
+    assert_one_line_error(status, err, *fragments)
     assert not os.path.exists(tmp_path / "s.keras")
 
 
@@ -290,7 +280,7 @@ def test_report_and_export_bad_input_is_one_line(files, tmp_path, capsys):
     ]
     for argv, fragment in cases:
         status, _, err = _main(argv, capsys)
-        _assert_one_line_error(status, err, fragment)
+        assert_one_line_error(status, err, fragment)
 
 
 # ------------------------------------------------------------ subprocesses
@@ -311,7 +301,7 @@ def test_bad_files_end_in_one_line_not_a_traceback(files, tmp_path):
         result = _subprocess(
             "distill", "--teacher", teacher, "--student", files["student"], "--dataset", "digits"
         )
-        _assert_one_line_error(result.returncode, result.stderr, fragment)
+        assert_one_line_error(result.returncode, result.stderr, fragment)
 
 
 @pytest.mark.slow
