@@ -25,6 +25,13 @@ def check_real_number(name, value, schedulable=True):
     return value
 
 
+def check_positive_int(name, value):
+    """Returns `value` as an int, refusing bools, non-integers and values < 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
 def check_temperature(value, name="temperature", schedulable=True):
     value = check_real_number(name, value, schedulable)
     if value <= 0:
