@@ -85,8 +85,12 @@ def load(name, split="train", *, data_dir=None):
     Example:
 
     ```python
+    import keras_kd
+
     x_train, y_train = keras_kd.datasets.load("mnist_5k", "train")
-    x_test, y_test = keras_kd.datasets.load("cifar10", "test", data_dir="/data/tfds")
+    assert x_train.shape == (4000, 28, 28, 1) and y_train.shape == (4000,)
+    # A set that is not shipped is read from a local copy, e.g.
+    # keras_kd.datasets.load("cifar10", "test", data_dir="/data/tfds")
     ```
     """
     spec = _get_spec(name)
@@ -138,8 +142,13 @@ def augmentation(name, seed=None):
     Example:
 
     ```python
+    import numpy as np
+    import keras_kd
+
+    x_batch = np.random.default_rng(0).random((4, 32, 32, 3), dtype="float32")
     augment = keras_kd.datasets.augmentation("cifar10", seed=0)
     augmented = augment(x_batch, training=True)
+    assert tuple(augmented.shape) == (4, 32, 32, 3)
     ```
     """
     import keras

@@ -101,8 +101,16 @@ class Distiller(keras.Model):
     Example:
 
     ```python
+    import numpy as np
+    import keras_kd
+
+    teacher = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(32,), name="teacher")
+    student = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(8,))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 8), dtype="float32"), rng.integers(0, 3, 32)
+
     distiller = keras_kd.Distiller(teacher, student, temperature=4.0, alpha=0.9)
-    distiller.compile(optimizer="adam", metrics=["accuracy"]).fit(x, y, epochs=10)
+    distiller.compile(optimizer="adam", metrics=["accuracy"]).fit(x, y, epochs=2, verbose=0)
     distiller.student.save("student.keras")
     ```
     """
@@ -603,10 +611,18 @@ class FunctionMatchingDistiller(Distiller):
     Example:
 
     ```python
+    import keras
+    import numpy as np
+    import keras_kd
+
+    teacher = keras_kd.models.mlp_student((8, 8, 1), num_classes=3, hidden_units=(32,), name="teacher")
+    student = keras_kd.models.mlp_student((8, 8, 1), num_classes=3, hidden_units=(8,))
+    x_unlabeled = np.random.default_rng(0).random((32, 8, 8, 1), dtype="float32")
+
     augment = keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])
     distiller = keras_kd.FunctionMatchingDistiller(
         teacher, student, augmentation=augment, mixup=1.0, seed=0)
-    distiller.compile(optimizer="adam").fit(x_unlabeled, epochs=100)
+    distiller.compile(optimizer="adam").fit(x_unlabeled, epochs=2, verbose=0)  # long schedules pay
     ```
     """
 

@@ -98,7 +98,14 @@ def export(model, path, format="keras", sample_inputs=None, *, tolerance=DEFAULT
     Example:
 
     ```python
-    keras_kd.export.export(distiller.student, "student.onnx", format="onnx")
+    import keras
+    import keras_kd
+
+    student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    result = keras_kd.export.export(student, "student.keras", format="keras")
+    assert result.max_abs_difference <= 1e-4
+    # format="onnx" (torch, tensorflow) and "saved_model" (tensorflow, jax)
+    # are checked the same way, with the runtime that serves them.
     ```
     """
     check_exportable(model)
@@ -188,9 +195,11 @@ def atomic_file(path, suffix=""):
     Example:
 
     ```python
+    from keras_kd.export import atomic_file
+
     with atomic_file("report.json") as temporary:
         with open(temporary, "w") as file:
-            file.write(text)
+            file.write("{}")
     ```
     """
     path = os.fspath(path)

@@ -35,8 +35,17 @@ class FeatureMatch:
     Example:
 
     ```python
-    match = keras_kd.FeatureMatch(teacher_layer="conv3", student_layer="conv2",
-                                  loss="mse", weight=1.0)
+    import keras
+    import keras_kd
+
+    def classifier(width, feature_layer):
+        inputs = keras.Input((8,))
+        features = keras.layers.Dense(width, activation="relu", name=feature_layer)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3)(features))
+
+    teacher, student = classifier(32, "t_features"), classifier(8, "s_features")
+    match = keras_kd.FeatureMatch(teacher_layer="t_features", student_layer="s_features",
+                                  loss="mse", weight=1.0)   # a Dense adapter maps 8 -> 32
     distiller = keras_kd.Distiller(teacher, student, feature_matches=[match])
     ```
     """

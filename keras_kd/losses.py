@@ -837,6 +837,10 @@ class DecoupledKD(DistillationLoss):
     Example:
 
     ```python
+    import keras_kd
+
+    teacher = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(32,), name="teacher")
+    student = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(8,))
     distiller = keras_kd.Distiller(
         teacher, student, temperature=4.0,
         distillation_loss=keras_kd.losses.DecoupledKD(beta=8.0, warmup_steps=2000))

@@ -100,8 +100,10 @@ def hinton_mnist_teacher(
     Example:
 
     ```python
+    import keras_kd
+
     teacher = keras_kd.models.hinton_mnist_teacher()
-    teacher.count_params()  # 2395210
+    assert teacher.count_params() == 2_395_210
     ```
     """
     return _dense_net(input_shape, num_classes, hidden_units, input_dropout, hidden_dropout, name)
@@ -129,8 +131,10 @@ def hinton_mnist_student(
     Example:
 
     ```python
+    import keras_kd
+
     student = keras_kd.models.hinton_mnist_student()
-    student.count_params()  # 1276810
+    assert student.count_params() == 1_276_810
     ```
     """
     return _dense_net(input_shape, num_classes, hidden_units, 0.0, 0.0, name)
@@ -176,8 +180,11 @@ def small_cnn_student(
     Example:
 
     ```python
+    import numpy as np
+    import keras_kd
+
     student = keras_kd.models.small_cnn_student()
-    sum(int(np.prod(w.shape)) for w in student.trainable_weights)  # 106826
+    assert sum(int(np.prod(w.shape)) for w in student.trainable_weights) == 106_826
     ```
     """
     return _conv_net(input_shape, num_classes, filters, 1, dense_units, name)
@@ -207,6 +214,8 @@ def small_cnn_teacher(
     Example:
 
     ```python
+    import keras_kd
+
     teacher = keras_kd.models.small_cnn_teacher()
     ```
     """
@@ -262,8 +271,10 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, name="resnet18"):
     Example:
 
     ```python
+    import keras_kd
+
     student = keras_kd.models.resnet18(input_shape=(32, 32, 3), num_classes=10)
-    student.get_layer("conv5_block2_out").output.shape  # (None, 4, 4, 512)
+    assert tuple(student.get_layer("conv5_block2_out").output.shape) == (None, 4, 4, 512)
     ```
     """
     return _cifar_resnet((2, 2, 2, 2), input_shape, num_classes, name)
@@ -289,6 +300,8 @@ def resnet34(input_shape=(32, 32, 3), num_classes=10, name="resnet34"):
     Example:
 
     ```python
+    import keras_kd
+
     teacher = keras_kd.models.resnet34(num_classes=100)
     ```
     """
@@ -331,6 +344,8 @@ def resnet50(input_shape=(32, 32, 3), num_classes=10, weights=None, name="resnet
     Example:
 
     ```python
+    import keras_kd
+
     teacher = keras_kd.models.resnet50(input_shape=(32, 32, 3), num_classes=10)
     ```
     """
@@ -482,6 +497,8 @@ def get(name):
     Example:
 
     ```python
+    import keras_kd
+
     student = keras_kd.models.get("small_cnn_student")(input_shape=(32, 32, 3), num_classes=10)
     ```
     """

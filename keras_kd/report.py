@@ -183,9 +183,18 @@ def compare(
     Example:
 
     ```python
+    import numpy as np
+    import keras_kd
+
+    def mlp(width, name):
+        return keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(width,), name=name)
+
+    rng = np.random.default_rng(0)
+    x_test, y_test = rng.random((16, 8), dtype="float32"), rng.integers(0, 3, 16)
     report = keras_kd.report.compare(
-        {"teacher": teacher, "baseline": baseline, "distilled": distiller.student},
+        {"teacher": mlp(32, "teacher"), "baseline": mlp(8, "baseline"), "distilled": mlp(8, "distilled")},
         (x_test, y_test),
+        batch_sizes=(1, 16), timed_batches=3,
     )
     print(report.to_markdown())
     report.plot("comparison.png")

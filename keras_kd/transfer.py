@@ -47,8 +47,17 @@ def with_transfer_set(x_labeled, y_labeled, x_unlabeled):
     Example:
 
     ```python
-    x, y = keras_kd.transfer.with_transfer_set(x_few, y_few, x_many)
-    keras_kd.Distiller(teacher, student, alpha=0.5).compile("adam").fit(x, y)
+    import numpy as np
+    import keras_kd
+
+    rng = np.random.default_rng(0)
+    x_few, y_few = rng.random((8, 8), dtype="float32"), rng.integers(0, 3, 8)
+    x_many = rng.random((24, 8), dtype="float32")
+    teacher = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(32,), name="teacher")
+    student = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(8,))
+
+    x, y = keras_kd.transfer.with_transfer_set(x_few, y_few, x_many)   # y is -1 on x_many
+    keras_kd.Distiller(teacher, student, alpha=0.5).compile("adam").fit(x, y, verbose=0)
     ```
     """
     x_labeled, y_labeled, x_unlabeled = (np.asarray(a) for a in (x_labeled, y_labeled, x_unlabeled))
