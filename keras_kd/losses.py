@@ -185,10 +185,13 @@ def standardize_logits(logits, epsilon=1e-7):
 
     Example:
 
-    >>> import numpy as np
-    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]], "float32"))
-    >>> [round(float(v), 4) for v in z[0]]
-    [-1.2247, 0.0, 1.2247]
+    ```python
+    import numpy as np
+    from keras_kd.losses import standardize_logits
+
+    z = standardize_logits(np.array([[1.0, 2.0, 3.0]], "float32"))
+    assert [round(float(v), 4) for v in z[0]] == [-1.2247, 0.0, 1.2247]
+    ```
     """
     logits = ops.cast(logits, "float32")
     centered = logits - ops.mean(logits, axis=-1, keepdims=True)
@@ -224,10 +227,13 @@ def soft_target_kl(teacher_logits, student_logits, temperature):
 
     Example:
 
-    >>> import numpy as np
-    >>> teacher = np.array([[2.0, 0.0, -1.0]], "float32")
-    >>> float(soft_target_kl(teacher, teacher, 4.0)[0])
-    0.0
+    ```python
+    import numpy as np
+    from keras_kd.losses import soft_target_kl
+
+    teacher = np.array([[2.0, 0.0, -1.0]], "float32")
+    assert float(soft_target_kl(teacher, teacher, 4.0)[0]) == 0.0
+    ```
     """
     teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
     validation.check_same_logits_shape("soft_target_kl", teacher_logits, student_logits)
@@ -309,12 +315,15 @@ def decoupled_kd(
 
     Example:
 
-    >>> import numpy as np
-    >>> teacher = np.array([[3.0, 1.0, 0.0]], "float32")
-    >>> student = np.array([[1.0, 1.0, 1.0]], "float32")
-    >>> loss = decoupled_kd(teacher, student, 4.0, alpha=1.0, beta=8.0)
-    >>> tuple(loss.shape)
-    (1,)
+    ```python
+    import numpy as np
+    from keras_kd.losses import decoupled_kd
+
+    teacher = np.array([[3.0, 1.0, 0.0]], "float32")
+    student = np.array([[1.0, 1.0, 1.0]], "float32")
+    loss = decoupled_kd(teacher, student, 4.0, alpha=1.0, beta=8.0)
+    assert tuple(loss.shape) == (1,)
+    ```
     """
     teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
     validation.check_same_logits_shape("decoupled_kd", teacher_logits, student_logits)
@@ -432,9 +441,12 @@ def hint_mse(teacher_feature, student_feature):
 
     Example:
 
-    >>> import numpy as np
-    >>> float(hint_mse(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0])
-    1.0
+    ```python
+    import numpy as np
+    from keras_kd.losses import hint_mse
+
+    assert float(hint_mse(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0]) == 1.0
+    ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     _check_same_feature_shape("hint_mse", teacher_feature, student_feature)
@@ -465,9 +477,12 @@ def attention_map(feature, p=2.0):
 
     Example:
 
-    >>> import numpy as np
-    >>> tuple(attention_map(np.ones((2, 4, 4, 3), "float32")).shape)
-    (2, 16)
+    ```python
+    import numpy as np
+    from keras_kd.losses import attention_map
+
+    assert tuple(attention_map(np.ones((2, 4, 4, 3), "float32")).shape) == (2, 16)
+    ```
     """
     feature = ops.cast(feature, "float32")
     if len(feature.shape) < 3:
@@ -507,10 +522,13 @@ def attention_transfer(teacher_feature, student_feature, p=2.0):
 
     Example:
 
-    >>> import numpy as np
-    >>> feature = np.random.default_rng(0).normal(size=(2, 4, 4, 3))
-    >>> bool(attention_transfer(feature, 3 * feature)[0] < 1e-6)
-    True
+    ```python
+    import numpy as np
+    from keras_kd.losses import attention_transfer
+
+    feature = np.random.default_rng(0).normal(size=(2, 4, 4, 3))
+    assert bool(attention_transfer(feature, 3 * feature)[0] < 1e-6)
+    ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     _check_same_feature_shape(
@@ -544,9 +562,12 @@ def cosine_feature_loss(teacher_feature, student_feature):
 
     Example:
 
-    >>> import numpy as np
-    >>> float(cosine_feature_loss(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]]))[0])
-    1.0
+    ```python
+    import numpy as np
+    from keras_kd.losses import cosine_feature_loss
+
+    assert float(cosine_feature_loss(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]]))[0]) == 1.0
+    ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     _check_same_feature_shape("cosine_feature_loss", teacher_feature, student_feature)
@@ -613,10 +634,14 @@ def rkd_distance(teacher_feature, student_feature):
 
     Example:
 
-    >>> import numpy as np
-    >>> points = np.random.default_rng(0).normal(size=(4, 3))
-    >>> bool(keras.ops.max(rkd_distance(points, 5 * points + 1)) < 1e-6)
-    True
+    ```python
+    import numpy as np
+    import keras
+    from keras_kd.losses import rkd_distance
+
+    points = np.random.default_rng(0).normal(size=(4, 3))
+    assert bool(keras.ops.max(rkd_distance(points, 5 * points + 1)) < 1e-6)
+    ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     difference = _normalized_pairwise_distances(
@@ -650,10 +675,14 @@ def rkd_angle(teacher_feature, student_feature):
 
     Example:
 
-    >>> import numpy as np
-    >>> points = np.random.default_rng(0).normal(size=(4, 3))
-    >>> bool(keras.ops.max(rkd_angle(points, 2 * points - 1)) < 1e-6)
-    True
+    ```python
+    import numpy as np
+    import keras
+    from keras_kd.losses import rkd_angle
+
+    points = np.random.default_rng(0).normal(size=(4, 3))
+    assert bool(keras.ops.max(rkd_angle(points, 2 * points - 1)) < 1e-6)
+    ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     difference = _pairwise_angles(_flatten_per_example(student_feature)) - _pairwise_angles(
@@ -698,10 +727,14 @@ def pkt(teacher_feature, student_feature, epsilon=1e-7):
 
     Example:
 
-    >>> import numpy as np
-    >>> points = np.random.default_rng(0).normal(size=(4, 3))
-    >>> bool(keras.ops.max(pkt(points, 3 * points)) < 1e-6)
-    True
+    ```python
+    import numpy as np
+    import keras
+    from keras_kd.losses import pkt
+
+    points = np.random.default_rng(0).normal(size=(4, 3))
+    assert bool(keras.ops.max(pkt(points, 3 * points)) < 1e-6)
+    ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     teacher_probs = _cosine_kernel_probabilities(_flatten_per_example(teacher_feature))
@@ -799,11 +832,14 @@ class SoftTargetKL(DistillationLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> logits = np.array([[2.0, 0.0, -1.0]], "float32")
-    >>> loss = SoftTargetKL(standardize=True)(logits, 2 * logits + 1, 4.0)
-    >>> bool(loss[0] < 1e-4)  # float32 rounding only: the standardized logits agree
-    True
+    ```python
+    import numpy as np
+    from keras_kd.losses import SoftTargetKL
+
+    logits = np.array([[2.0, 0.0, -1.0]], "float32")
+    loss = SoftTargetKL(standardize=True)(logits, 2 * logits + 1, 4.0)
+    assert bool(loss[0] < 1e-4)  # float32 rounding only: the standardized logits agree
+    ```
     """
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
@@ -915,9 +951,12 @@ class HintMSE(FeatureLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> float(HintMSE()(np.zeros((1, 3)), np.full((1, 3), 2.0))[0])
-    4.0
+    ```python
+    import numpy as np
+    from keras_kd.losses import HintMSE
+
+    assert float(HintMSE()(np.zeros((1, 3)), np.full((1, 3), 2.0))[0]) == 4.0
+    ```
     """
 
     default_name = "mse"
@@ -943,10 +982,13 @@ class AttentionTransfer(FeatureLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> feature = np.ones((2, 4, 4, 3), "float32")
-    >>> tuple(AttentionTransfer(p=2)(feature, feature).shape)
-    (2,)
+    ```python
+    import numpy as np
+    from keras_kd.losses import AttentionTransfer
+
+    feature = np.ones((2, 4, 4, 3), "float32")
+    assert tuple(AttentionTransfer(p=2)(feature, feature).shape) == (2,)
+    ```
     """
 
     default_name = "attention"
@@ -975,10 +1017,13 @@ class CosineFeatureLoss(FeatureLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> loss = CosineFeatureLoss()(np.array([[1.0, 1.0]]), np.array([[2.0, 2.0]]))
-    >>> bool(loss[0] < 1e-6)
-    True
+    ```python
+    import numpy as np
+    from keras_kd.losses import CosineFeatureLoss
+
+    loss = CosineFeatureLoss()(np.array([[1.0, 1.0]]), np.array([[2.0, 2.0]]))
+    assert bool(loss[0] < 1e-6)
+    ```
     """
 
     default_name = "cosine"
@@ -1003,11 +1048,14 @@ class RelationalKD(FeatureLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> teacher = np.random.default_rng(0).normal(size=(4, 8))
-    >>> student = np.random.default_rng(1).normal(size=(4, 3))
-    >>> tuple(RelationalKD()(teacher, student).shape)
-    (4,)
+    ```python
+    import numpy as np
+    from keras_kd.losses import RelationalKD
+
+    teacher = np.random.default_rng(0).normal(size=(4, 8))
+    student = np.random.default_rng(1).normal(size=(4, 3))
+    assert tuple(RelationalKD()(teacher, student).shape) == (4,)
+    ```
     """
 
     default_name = "rkd"
@@ -1042,10 +1090,13 @@ class ProbabilisticKT(FeatureLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> teacher = np.random.default_rng(0).normal(size=(4, 8))
-    >>> tuple(ProbabilisticKT()(teacher, teacher[:, :3]).shape)
-    (4,)
+    ```python
+    import numpy as np
+    from keras_kd.losses import ProbabilisticKT
+
+    teacher = np.random.default_rng(0).normal(size=(4, 8))
+    assert tuple(ProbabilisticKT()(teacher, teacher[:, :3]).shape) == (4,)
+    ```
     """
 
     default_name = "pkt"
@@ -1128,8 +1179,11 @@ def get(identifier):
 
     Example:
 
-    >>> get(None).name
-    'soft_target_kl'
+    ```python
+    from keras_kd.losses import get
+
+    assert get(None).name == 'soft_target_kl'
+    ```
     """
     if identifier is None:
         return SoftTargetKL()
@@ -1179,8 +1233,11 @@ def get_feature_loss(identifier):
 
     Example:
 
-    >>> get_feature_loss("hint").name
-    'mse'
+    ```python
+    from keras_kd.losses import get_feature_loss
+
+    assert get_feature_loss("hint").name == 'mse'
+    ```
     """
     if isinstance(identifier, FeatureLoss):
         return identifier

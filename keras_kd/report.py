@@ -272,8 +272,12 @@ def expected_calibration_error(logits, labels, bins=CALIBRATION_BINS):
 
     Example:
 
-    >>> expected_calibration_error(np.array([[0.0, 0.0]]), np.array([0]), bins=2)
-    0.5
+    ```python
+    import numpy as np
+    from keras_kd.report import expected_calibration_error
+
+    assert expected_calibration_error(np.array([[0.0, 0.0]]), np.array([0]), bins=2) == 0.5
+    ```
     """
     logits = np.asarray(logits, "float64")
     shifted = logits - logits.max(axis=-1, keepdims=True)
