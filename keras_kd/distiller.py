@@ -594,8 +594,8 @@ class FunctionMatchingDistiller(Distiller):
     epochs.
 
     Args:
-        teacher, student, temperature, distillation_loss, feature_matches,
-            name: As for `Distiller`.
+        teacher: As for `Distiller`; so are `student`, `temperature`,
+            `distillation_loss`, `feature_matches` and `name`.
         alpha: As for `Distiller`; defaults to 1.0 (label-free).
         augmentation: A `keras.layers.Layer` of random preprocessing, e.g.
             `keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])`,
