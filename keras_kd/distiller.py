@@ -2,12 +2,12 @@
 
 import collections
 import os
-import tempfile
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_kd import atomic
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
@@ -303,17 +303,8 @@ class Distiller(keras.Model):
         filepath = os.fspath(filepath)
         if not overwrite and os.path.exists(filepath):
             raise FileExistsError(f"{filepath} exists and overwrite=False.")
-        directory, basename = os.path.split(os.path.abspath(filepath))
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{basename}.", suffix=".keras", dir=directory
-        )
-        os.close(descriptor)
-        try:
+        with atomic.atomic_file(filepath, suffix=".keras") as temporary:
             super().save(temporary, overwrite=True, **kwargs)
-            os.replace(temporary, filepath)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
 
     def _random_states(self):
         # Seed-generator states (Dropout, augmentation) are variables but not

@@ -17,18 +17,19 @@ beside `path` and renamed into place only once it passed that check.
 """
 
 import collections
-import contextlib
 import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 import types
 import warnings
 
 import keras
 import numpy as np
 
+from keras_kd import atomic
+# `keras_kd.export.atomic_file` is the shared helper, under the name callers already use.
+from keras_kd.atomic import atomic_file
 FORMATS = ("keras", "saved_model", "onnx")
 DEFAULT_TOLERANCE = 1e-4
 
@@ -122,11 +123,11 @@ def export(model, path, format="keras", sample_inputs=None, *, tolerance=DEFAULT
     sample_inputs = _sample_inputs(model, sample_inputs)
     expected = model.predict(sample_inputs, verbose=0)
 
-    directory, basename = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{basename}.", dir=directory)
+    # Written inside a staging directory, under its own name (writers check
+    # the suffix); a SavedModel is a directory, so atomic_file cannot serve.
+    staging = atomic.staging_directory(path)
     try:
-        staged = os.path.join(staging, basename)
+        staged = os.path.join(staging, os.path.basename(os.path.abspath(path)))
         _WRITERS[format](model, staged)
         actual = _LOADERS[format](staged, sample_inputs)
         max_abs_difference = _max_abs_difference(expected, actual)
@@ -136,7 +137,7 @@ def export(model, path, format="keras", sample_inputs=None, *, tolerance=DEFAULT
                 f"model: outputs differ by up to {max_abs_difference:.3g} on the "
                 f"sample inputs (tolerance {tolerance:g}). Nothing was written to {path!r}."
             )
-        _move_into_place(staged, path)
+        atomic.replace_directory(staged, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(path, format, max_abs_difference)
@@ -183,39 +184,6 @@ def save_keras(model, path):
     """Saves `inference_copy(model)` to the `.keras` file `path`, atomically."""
     with atomic_file(path, suffix=".keras") as temporary:
         inference_copy(model).save(temporary)
-
-
-@contextlib.contextmanager
-def atomic_file(path, suffix=""):
-    """Yields a temporary path beside `path`, renamed to `path` on success.
-
-    A failure (or a kill) while writing leaves any previous `path` intact
-    and removes the temporary file.
-
-    Example:
-
-    ```python
-    from keras_kd.export import atomic_file
-
-    with atomic_file("report.json") as temporary:
-        with open(temporary, "w") as file:
-            file.write("{}")
-    ```
-    """
-    path = os.fspath(path)
-    directory, basename = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{basename}.", suffix=suffix, dir=directory)
-    os.close(descriptor)
-    try:
-        yield temporary
-        # mkstemp creates the file private (0600); give it the permissions
-        # that a plain open() would have.
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 # ----------------------------------------------------------------- writers
@@ -344,25 +312,6 @@ def _to_numpy(outputs):
     if isinstance(outputs, dict):
         return [np.asarray(output) for output in outputs.values()]
     return np.asarray(outputs)
-
-
-def _move_into_place(staged, path):
-    """Renames `staged` to `path`; an existing directory is swapped out first."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        # rename() cannot replace a non-empty directory: move the old one
-        # aside, put the new one in place, then delete the old one.
-        retired = f"{staged}.previous"
-        os.replace(path, retired)
-        os.replace(staged, path)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staged, path)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _installed(module):

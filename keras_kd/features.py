@@ -53,8 +53,8 @@ class FeatureMatch:
     def __init__(
         self, teacher_layer, student_layer, loss="mse", weight=1.0, adapter="auto", name=None
     ):
-        self.teacher_layer = _layer_name("teacher_layer", teacher_layer)
-        self.student_layer = _layer_name("student_layer", student_layer)
+        self.teacher_layer = layer_name("teacher_layer", teacher_layer)
+        self.student_layer = layer_name("student_layer", student_layer)
         self.loss = kd_losses.get_feature_loss(loss)
         self.weight = validation.check_real_number("weight", weight, schedulable=False)
         if self.weight < 0:
@@ -87,7 +87,8 @@ class FeatureMatch:
         return cls(**config)
 
 
-def _layer_name(argument, layer):
+def layer_name(argument, layer):
+    """The name of `layer`, given as a name or a layer; `argument` names it in errors."""
     if isinstance(layer, keras.layers.Layer):
         return layer.name
     if isinstance(layer, str) and layer:

@@ -1,0 +1,409 @@
+"""`TeacherCache`: the frozen teacher's outputs over a fixed set of rows, computed once."""
+
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from keras_kd import atomic
+from keras_kd import features as kd_features
+from keras_kd import validation
+from keras_kd.cache import datasets
+from keras_kd.cache import files
+from keras_kd.cache import fingerprints
+from keras_kd.cache import sources
+from keras_kd.cache.errors import CacheMismatchError
+
+
+class TeacherCache:
+    """The frozen teacher's outputs over a fixed set of rows, computed once.
+
+    Create one with `TeacherCache.build` (or `for_distiller`), reopen one
+    saved on disk with `TeacherCache.load`, and train with
+    `distiller.fit(cache.dataset(x, y))`. Any number of Distillers that share
+    the teacher can train from one cache (the sweep case): the teacher runs
+    once for all of them.
+
+    Attributes:
+        num_rows: Number of cached rows.
+        feature_layers: Names of the teacher layers whose outputs are cached.
+        teacher_fingerprint: Hash of the teacher's weights.
+        data_fingerprint: Hash of the data's shape, dtype and sampled rows.
+        path: The cache directory, or None for an in-memory cache.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras_kd
+
+    def classifier(width, name):
+        return keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(width,), name=name)
+
+    rng = np.random.default_rng(0)
+    x_train, y_train = rng.random((64, 8), dtype="float32"), rng.integers(0, 3, 64)
+    teacher = classifier(32, "teacher")
+    cache = keras_kd.TeacherCache.build(teacher, x_train, path="cache/")  # on disk
+    for temperature in (2.0, 4.0, 8.0):
+        distiller = keras_kd.Distiller(teacher, classifier(8, "student"), temperature=temperature)
+        distiller.compile(optimizer="adam").fit(
+            cache.dataset(x_train, y_train, batch_size=16), epochs=2, verbose=0
+        )
+    assert keras_kd.TeacherCache.load("cache/").num_rows == 64
+    ```
+    """
+
+    def __init__(self, arrays, metadata, path=None):
+        self._arrays = arrays
+        self._metadata = metadata
+        self.path = path
+
+    # ------------------------------------------------------------ creation
+
+    @classmethod
+    def build(cls, teacher, x, *, feature_layers=(), batch_size=256, path=None, overwrite=False):
+        """Runs `teacher` once over `x` and keeps its outputs.
+
+        Args:
+            teacher: The trained teacher, a `keras.Model` that outputs logits.
+            x: The training inputs: an array (a `np.memmap` works, for inputs
+                larger than memory) or a dict/list of arrays, or a
+                `keras.utils.PyDataset` or `tf.data.Dataset` yielding batches
+                of `x` or `(x, y[, sample_weight])` in a fixed order. A
+                dataset is read twice: once to count its rows and check that
+                it is deterministic, once through the teacher.
+            feature_layers: Names (or layers) of teacher layers whose outputs
+                are cached too, for feature matching.
+            batch_size: Rows per teacher call when `x` is an array.
+            path: Directory to store the cache in as memory-mapped `.npy`
+                files plus `metadata.json`; `None` keeps it in memory.
+            overwrite: Whether to replace an existing cache at `path`.
+
+        Returns:
+            A `TeacherCache`.
+
+        Raises:
+            TypeError: for a teacher that is not a `keras.Model`, or `x` of
+                an unsupported type.
+            ValueError: for a dataset whose batches change between two reads
+                (random augmentation or shuffling), arrays of different
+                lengths, empty data, a bad `batch_size`, or a layer name the
+                teacher lacks.
+            FileExistsError: if `path` exists and `overwrite` is False.
+        """
+        if not isinstance(teacher, keras.Model):
+            raise TypeError(
+                f"`teacher` must be a keras.Model; got {teacher!r} of type "
+                f"{type(teacher).__name__}."
+            )
+        feature_layers = [kd_features.layer_name("feature_layers", layer) for layer in feature_layers]
+        if len(set(feature_layers)) != len(feature_layers):
+            raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
+        batch_size = validation.check_positive_int("batch_size", batch_size)
+        source = sources.make_source(x)
+        view = kd_features.multi_output_view(teacher, "teacher", feature_layers)
+        if path is not None:
+            path = os.path.abspath(os.fspath(path))
+            files.check_writable(path, overwrite)
+        metadata = {
+            "format": files.FORMAT,
+            "version": files.FORMAT_VERSION,
+            "teacher": {"name": teacher.name, "fingerprint": fingerprints.teacher_fingerprint(teacher)},
+            "feature_layers": feature_layers,
+            "data": None,
+            "arrays": {},
+        }
+        directory = None if path is None else atomic.staging_directory(path)
+        try:
+            arrays = _run_teacher(view, source, feature_layers, directory, metadata, batch_size)
+            if directory is None:
+                return cls(arrays, metadata)
+            arrays = None  # Close the writable memory maps before renaming.
+            files.finish_directory(directory, metadata)
+            atomic.replace_directory(directory, path)
+            directory = None
+        finally:
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+        return cls.load(path, verify=False)
+
+    @classmethod
+    def for_distiller(cls, distiller, x, **kwargs):
+        """`build` for `distiller`'s teacher and the layers its feature matches read.
+
+        Args:
+            distiller: A `keras_kd.Distiller`.
+            x: As for `build`.
+            **kwargs: `batch_size`, `path`, `overwrite`, as for `build`.
+
+        Raises:
+            ValueError: if the Distiller transforms its inputs inside the
+                training step (augmentation, mixup), where the teacher must
+                see each new version of the inputs.
+        """
+        _refuse_input_transforms(distiller)
+        feature_layers = [match.teacher_layer for match in distiller.feature_matches]
+        return cls.build(distiller.teacher, x, feature_layers=feature_layers, **kwargs)
+
+    @classmethod
+    def load(cls, path, *, verify=True):
+        """Reopens a cache saved by `build(..., path=path)`, memory-mapped.
+
+        Args:
+            path: The cache directory.
+            verify: Whether to check each file's SHA-256 against the one
+                recorded when it was written (reads every byte once). Sizes,
+                shapes and dtypes are always checked.
+
+        Raises:
+            FileNotFoundError: if `path` or one of its files is missing.
+            ValueError: for unreadable metadata, or a file that is truncated,
+                corrupted, or not the shape and dtype recorded.
+        """
+        path = os.path.abspath(os.fspath(path))
+        metadata = files.read_metadata(path)
+        arrays = {name: files.open_array(path, name, record, verify) for name, record in metadata["arrays"].items()}
+        return cls(arrays, metadata, path=path)
+
+    # ------------------------------------------------------------ accessors
+
+    @property
+    def num_rows(self):
+        return self._metadata["data"]["rows"]
+
+    @property
+    def feature_layers(self):
+        return list(self._metadata["feature_layers"])
+
+    @property
+    def teacher_fingerprint(self):
+        return self._metadata["teacher"]["fingerprint"]
+
+    @property
+    def data_fingerprint(self):
+        return self._metadata["data"]["digest"]
+
+    @property
+    def teacher_logits(self):
+        """The cached logits, shape `(num_rows, ...)` (memory-mapped on disk)."""
+        return self._arrays[files.LOGITS]
+
+    def teacher_features(self, layer):
+        """The cached outputs of the teacher layer named `layer`."""
+        if layer not in self._metadata["feature_layers"]:
+            raise KeyError(
+                f"The cache holds no features of layer {layer!r}; it holds "
+                f"{self.feature_layers}."
+            )
+        return self._arrays[files.feature_key(layer)]
+
+    def __repr__(self):
+        where = "in memory" if self.path is None else f"at {self.path!r}"
+        return (
+            f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, "
+            f"features={self.feature_layers}, {where})"
+        )
+
+    # ------------------------------------------------------------ checks
+
+    def check_teacher(self, teacher):
+        """Raises `CacheMismatchError` unless `teacher` has the weights cached."""
+        fingerprint = fingerprints.teacher_fingerprint(teacher)
+        if fingerprint != self.teacher_fingerprint:
+            raise CacheMismatchError(
+                f"This cache was computed by a teacher with other weights "
+                f"(cached {self._metadata['teacher']['name']!r}, fingerprint "
+                f"{self.teacher_fingerprint[:12]}; this teacher {teacher.name!r}, "
+                f"fingerprint {fingerprint[:12]}). Its outputs are stale: rebuild it "
+                "with keras_kd.TeacherCache.build(teacher, x)."
+            )
+
+    def check_distiller(self, distiller, feature_layers=None):
+        """Raises unless `distiller` can train from this cache.
+
+        Args:
+            distiller: A `keras_kd.Distiller`.
+            feature_layers: The feature layers a dataset yields; defaults to
+                all that the cache holds.
+
+        Raises:
+            ValueError: if the Distiller transforms its inputs in the step.
+            CacheMismatchError: for another teacher, or feature matches that
+                read teacher layers the cache lacks.
+        """
+        _refuse_input_transforms(distiller)
+        self.check_teacher(distiller.teacher)
+        available = self.feature_layers if feature_layers is None else list(feature_layers)
+        missing = [
+            match.teacher_layer
+            for match in distiller.feature_matches
+            if match.teacher_layer not in available
+        ]
+        if missing:
+            raise CacheMismatchError(
+                f"The Distiller matches features of teacher layers {missing}, "
+                f"which the cached data do not hold (they hold {available}). "
+                "Build the cache with keras_kd.TeacherCache.for_distiller(distiller, x) "
+                "or pass those names as `feature_layers`."
+            )
+
+    # ------------------------------------------------------------ training data
+
+    def dataset(
+        self,
+        x,
+        y=None,
+        *,
+        batch_size=32,
+        shuffle=True,
+        seed=None,
+        sample_weight=None,
+        feature_layers=None,
+        workers=1,
+        max_queue_size=10,
+    ):
+        """The data for `Distiller.fit`/`evaluate`, each batch with its teacher outputs.
+
+        Args:
+            x: The same inputs the cache was built from: arrays, or a
+                `keras.utils.PyDataset` batched as it was at build time.
+            y: Labels aligned with the rows of `x` (arrays only), or None.
+            batch_size: Rows per batch (arrays only).
+            shuffle: Whether to draw a new order of rows (of batches, for a
+                PyDataset) every epoch. The teacher outputs follow the rows.
+            seed: Seed of that order.
+            sample_weight: Per-row weights aligned with `x` (arrays only).
+            feature_layers: Which cached features to yield; defaults to all.
+                Fewer means less to copy per batch.
+            workers: Threads that assemble batches ahead of the training
+                step (as for `keras.utils.PyDataset`); 1 assembles each batch
+                when it is needed.
+            max_queue_size: Batches prepared ahead when `workers` > 1.
+
+        Returns:
+            A `keras.utils.PyDataset` to pass as `x` to `Distiller.fit` or
+            `Distiller.evaluate` (no `y` there: the dataset holds it).
+
+        Raises:
+            CacheMismatchError: if `x` is not the data the cache was built
+                from (row count, shapes, dtypes, or sampled rows differ).
+            TypeError: for a `tf.data.Dataset` (it cannot be indexed, so its
+                batches could not be kept aligned with Keras's batch
+                shuffling): pass arrays or a PyDataset.
+            ValueError: for `y` or `sample_weight` of another length, or
+                `sample_weight` without `y`.
+        """
+        if feature_layers is None:
+            feature_layers = self.feature_layers
+        feature_layers = [kd_features.layer_name("feature_layers", layer) for layer in feature_layers]
+        missing = [name for name in feature_layers if name not in self.feature_layers]
+        if missing:
+            raise CacheMismatchError(
+                f"`feature_layers` {missing} are not cached; the cache holds {self.feature_layers}."
+            )
+        if isinstance(x, keras.utils.PyDataset):
+            if y is not None or sample_weight is not None:
+                raise ValueError(
+                    "With a PyDataset as `x`, its batches carry the labels and "
+                    "sample weights; pass y=None and sample_weight=None."
+                )
+            return datasets.CachedBatches(
+                self, self._metadata["data"], x, feature_layers, shuffle, seed, workers, max_queue_size
+            )
+        if sample_weight is not None and y is None:
+            raise ValueError(
+                "`sample_weight` needs `y` in a cached dataset: Keras's "
+                "TensorFlow pipeline cannot carry a batch of (x, None, "
+                "sample_weight) from a PyDataset. Pass the labels (they are "
+                "unused by the loss when alpha=1.0)."
+            )
+        if sources.is_tf_dataset(x):
+            raise TypeError(
+                "cache.dataset() needs data it can index by row or batch, so that "
+                "each batch stays aligned with its cached teacher outputs however "
+                "Keras orders the batches; a tf.data.Dataset cannot be indexed. "
+                "Pass the arrays, or a keras.utils.PyDataset batched as at build time."
+            )
+        rows = sources.ArraySource(x)
+        fingerprints.check_rows(self._metadata["data"], rows)
+        return datasets.CachedRows(
+            self,
+            rows,
+            y,
+            sample_weight,
+            feature_layers,
+            validation.check_positive_int("batch_size", batch_size),
+            shuffle,
+            seed,
+            workers,
+            max_queue_size,
+        )
+
+
+def _run_teacher(view, source, feature_layers, directory, metadata, batch_size):
+    """Streams `source` through `view`, filling arrays and `metadata`."""
+    num_rows = source.num_rows
+    wanted_rows = fingerprints.sample_rows(num_rows)
+    names = [files.LOGITS] + [files.feature_key(layer) for layer in feature_layers]
+    arrays, hashes, first_row_hashes, leaf_specs, start = None, [], [], None, 0
+    predict = _batch_predictor(view)
+    for batch in source.batches(batch_size):
+        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(batch)]
+        rows = len(leaves[0])
+        if start + rows > num_rows:
+            raise ValueError(
+                f"The dataset gave more rows on its second read than on its first "
+                f"({num_rows}); it must give the same rows in the same order every time."
+            )
+        if leaf_specs is None:
+            leaf_specs = [{"shape": list(leaf.shape[1:]), "dtype": str(leaf.dtype)} for leaf in leaves]
+        outputs = predict(batch, rows)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        if arrays is None:
+            arrays = {
+                name: files.allocate(directory, name, (num_rows,) + output.shape[1:], output.dtype, metadata)
+                for name, output in zip(names, outputs)
+            }
+        for name, output in zip(names, outputs):
+            arrays[name][start : start + rows] = output
+        for row in wanted_rows:
+            if start <= row < start + rows:
+                hashes.append(fingerprints.row_hash([leaf[row - start] for leaf in leaves]))
+        first_row_hashes.append(fingerprints.row_hash([leaf[0] for leaf in leaves]))
+        start += rows
+    if start != num_rows:
+        raise ValueError(
+            f"The dataset gave {start} rows on its second read but {num_rows} on "
+            "its first; it must give the same rows in the same order every time."
+        )
+    metadata["data"] = fingerprints.data_metadata(num_rows, leaf_specs, wanted_rows, hashes)
+    if isinstance(source, sources.DatasetSource):
+        # Lets a dataset's batches be checked one by one as they are read.
+        metadata["data"]["batch_rows"] = source.batch_rows
+        metadata["data"]["batch_first_row_hashes"] = first_row_hashes
+    for array in arrays.values():
+        if isinstance(array, np.memmap):
+            array.flush()
+    return arrays
+
+
+def _batch_predictor(view):
+    """`(batch, rows) -> outputs` of the compiled inference function."""
+    strategy = getattr(view, "distribute_strategy", None)  # TensorFlow only
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # Under tf.distribute, predict_on_batch runs the whole batch on every
+        # replica and concatenates the copies; predict splits it instead.
+        return lambda batch, rows: view.predict(batch, batch_size=rows, verbose=0)
+    return lambda batch, rows: view.predict_on_batch(batch)
+
+
+def _refuse_input_transforms(distiller):
+    if getattr(distiller, "transforms_inputs", False):
+        raise ValueError(
+            "This Distiller transforms its inputs inside the training step "
+            "(augmentation or mixup), so the teacher must see each new version "
+            "of every batch: cached teacher outputs would belong to other "
+            "inputs than the student sees. Train it without a cache, or move "
+            "the augmentation out and cache un-augmented data."
+        )
