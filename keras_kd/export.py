@@ -27,6 +27,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_kd._optional import import_optional
+
 from keras_kd import atomic
 # `keras_kd.export.atomic_file` is the shared helper, under the name callers already use.
 from keras_kd.atomic import atomic_file
@@ -219,8 +221,7 @@ def _run_saved_model(path, sample_inputs):
 
 
 def _run_onnx(path, sample_inputs):
-    import onnxruntime
-
+    onnxruntime = import_optional("onnxruntime", "checking an ONNX export")
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     flat_inputs = sample_inputs if isinstance(sample_inputs, (list, tuple)) else [sample_inputs]
     feed = {spec.name: np.asarray(value) for spec, value in zip(session.get_inputs(), flat_inputs)}

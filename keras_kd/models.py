@@ -10,6 +10,8 @@ import os
 import keras
 from keras import layers
 
+from keras_kd.backend import _keras_compat
+
 
 def mnist_cnn_teacher(
     input_shape=(28, 28, 1), num_classes=10, filters=(16, 32), dense_units=128, name="cnn_teacher"
@@ -378,19 +380,11 @@ _RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 def _imagenet_resnet50_notop_weights():
     """The local path of the ImageNet ResNet-50 (no top) weights; may download."""
-    # The URL and hash Keras itself uses for ResNet50(weights="imagenet").
-    from keras.src.applications import resnet as keras_resnet
-
     keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     cached = os.path.join(keras_home, "models", _RESNET50_NOTOP_FILE)
-    url = keras_resnet.BASE_WEIGHTS_PATH + _RESNET50_NOTOP_FILE
+    url, file_hash = _keras_compat.resnet50_notop_weights_source(_RESNET50_NOTOP_FILE)
     try:
-        return keras.utils.get_file(
-            _RESNET50_NOTOP_FILE,
-            url,
-            cache_subdir="models",
-            file_hash=keras_resnet.WEIGHTS_HASHES["resnet50"][1],
-        )
+        return keras.utils.get_file(_RESNET50_NOTOP_FILE, url, cache_subdir="models", file_hash=file_hash)
     except Exception as error:  # Keras raises a bare Exception for URL/HTTP failures.
         raise ConnectionError(
             f"ResNet-50 ImageNet weights are not in the Keras cache ({cached}) "

@@ -33,8 +33,9 @@ import keras
 import numpy as np
 
 from keras_kd import export as kd_export
-from keras_kd import validation
 from keras_kd import losses as kd_losses
+from keras_kd import validation
+from keras_kd.backend import _keras_compat
 
 CALIBRATION_BINS = 15
 WARMUP_BATCHES = 5
@@ -407,9 +408,7 @@ def _device():
     backend_name = keras.config.backend()
     accelerator = None
     if backend_name == "torch":
-        from keras.src.backend.torch import core as torch_core
-
-        device = str(torch_core.get_device())
+        device = str(_keras_compat.torch_device())
         if device.startswith("cuda"):
             import torch
 

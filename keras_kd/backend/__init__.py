@@ -4,11 +4,10 @@ Each module exposes `train_step(distiller, ...)` and `test_step(distiller, ...)`
 with the signature its Keras trainer expects (JAX's steps are stateless and
 take `state` first). They only arrange *where* gradients are computed; every
 loss, metric and schedule is computed by the Distiller in `keras.ops`.
+The private Keras APIs keras_kd needs are in `_keras_compat`.
 """
 
 import importlib
-
-import keras
 
 _MODULES = {
     "jax": "keras_kd.backend.jax",
@@ -18,6 +17,10 @@ _MODULES = {
 
 
 def _module():
+    # Imported here so that `import keras_kd` (which imports `_keras_compat`
+    # from this package) leaves the Keras backend unchosen.
+    import keras
+
     name = keras.config.backend()
     if name not in _MODULES:
         raise RuntimeError(

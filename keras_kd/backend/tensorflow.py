@@ -1,7 +1,8 @@
 """TensorFlow: the student's forward pass under a `tf.GradientTape`."""
 
 import tensorflow as tf
-from keras.src.losses.loss import scale_loss_for_distribution
+
+from keras_kd.backend import _keras_compat
 
 
 def train_step(distiller, data):
@@ -10,7 +11,7 @@ def train_step(distiller, data):
     with tf.GradientTape() as tape:
         outputs = distiller.compute_step_loss(batch, training=True)
         # Under tf.distribute each replica's gradients are summed.
-        loss = distiller.optimizer.scale_loss(scale_loss_for_distribution(outputs.loss))
+        loss = distiller.optimizer.scale_loss(_keras_compat.scale_loss_for_distribution(outputs.loss))
     variables = distiller.trainable_variables
     gradients = tape.gradient(loss, variables)
     distiller.optimizer.apply(gradients, variables)

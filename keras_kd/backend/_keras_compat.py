@@ -1,0 +1,132 @@
+"""The private Keras APIs keras_kd relies on, in one place.
+
+Keras 3 has no public way to do these few things, so each one reaches into
+`keras.src` or a private attribute. Keeping them here means a new Keras
+release is checked against one short file, and `pyproject.toml` bounds Keras
+to the versions this file was checked on (`TESTED_KERAS`); `import keras_kd`
+warns about a Keras outside that range (`warn_if_untested_keras`).
+
+Every function below was checked on Keras 3.12.4, 3.13.2, 3.14.1 and 3.15.1
+(the `keras.src` paths and attribute names are the same in all of them).
+
+This module imports Keras only inside its functions, so `import keras_kd`
+can check the version without fixing the Keras backend.
+"""
+
+import importlib.metadata
+import re
+import warnings
+
+# [lowest, highest) (major, minor) versions of Keras the test suite has run
+# on; pyproject's `keras>=3.12,<3.16` says the same (tests/test_packaging.py).
+TESTED_KERAS = ((3, 12), (3, 16))
+
+
+def warn_if_untested_keras():
+    """Warns when the installed Keras is outside `TESTED_KERAS`.
+
+    Reads the version from the package metadata, so Keras is not imported.
+    Nothing happens when Keras is not installed (importing a keras_kd class
+    then fails with Keras's own ModuleNotFoundError).
+    """
+    try:
+        installed = importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    match = re.match(r"(\d+)\.(\d+)", installed)
+    lowest, highest = TESTED_KERAS
+    if match and lowest <= (int(match[1]), int(match[2])) < highest:
+        return
+    tested = f"keras>={lowest[0]}.{lowest[1]},<{highest[0]}.{highest[1]}"
+    warnings.warn(
+        f"keras_kd was tested with {tested}, but Keras {installed} is installed. "
+        "keras_kd uses a few private Keras APIs (listed in "
+        "keras_kd/backend/_keras_compat.py) that another Keras may have changed; "
+        f"if something fails, install a tested one: pip install '{tested}'.",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
+def loss_tracker(model):
+    """The `keras.metrics.Mean` behind a compiled model's "loss" log.
+
+    A custom train step updates it itself; Keras creates it in `compile()`
+    as `Trainer._loss_tracker` and offers no public handle.
+    """
+    return model._loss_tracker
+
+
+def compile_metrics(model):
+    """The container of `compile(metrics=..., weighted_metrics=...)`, or None.
+
+    `Trainer._compile_metrics`; the public `model.metrics` mixes it with the
+    loss tracker and every other metric.
+    """
+    return model._compile_metrics
+
+
+def flat_compile_metrics(container):
+    """`(metrics, weighted_metrics)`: the metric objects in a `compile_metrics`.
+
+    `CompileMetrics._flat_metrics` / `_flat_weighted_metrics` (entries may be
+    None for outputs without metrics). keras_kd updates them itself because it
+    masks unlabelled rows out of both kinds, which `update_state` cannot.
+    """
+    return container._flat_metrics, container._flat_weighted_metrics
+
+
+def scale_loss_for_distribution(loss):
+    """Divides `loss` by the replicas of the current `tf.distribute` strategy.
+
+    Keras's TensorFlow trainer does this before taking gradients (the replicas'
+    gradients are summed); `keras.src.losses.loss` is its only home.
+    """
+    from keras.src.losses.loss import scale_loss_for_distribution as scale
+
+    return scale(loss)
+
+
+def keras_home():
+    """The folder this process's Keras caches downloads in (`keras.utils.get_file`).
+
+    `keras.src.backend.config.keras_home`: KERAS_HOME or ~/.keras as read when
+    Keras was imported, or /tmp/.keras when that is not writable.
+    """
+    from keras.src.backend.config import keras_home as home
+
+    return home()
+
+
+def resnet50_notop_weights_source(file_name):
+    """`(url, file_hash)` Keras uses for `ResNet50(weights="imagenet", include_top=False)`.
+
+    From `keras.src.applications.resnet`, so keras_kd fetches the very file
+    Keras would, and can say where it is cached.
+    """
+    from keras.src.applications import resnet
+
+    return resnet.BASE_WEIGHTS_PATH + file_name, resnet.WEIGHTS_HASHES["resnet50"][1]
+
+
+def torch_device():
+    """The torch device Keras places new tensors on ("cuda:0", "cpu", ...).
+
+    `keras.src.backend.torch.core.get_device`: Keras's own choice (it honours
+    `keras.device` scopes), which `torch` alone cannot tell.
+    """
+    from keras.src.backend.torch import core
+
+    return core.get_device()
+
+
+def public_optimizer_module(module):
+    """The public module for an optimizer's serialized `module` entry.
+
+    Keras records its optimizers under their backend classes
+    (`keras.src.backend.torch.optimizers...`), which another backend cannot
+    import; `keras.optimizers` loads everywhere.
+    """
+    if str(module).startswith("keras.src.backend."):
+        return "keras.optimizers"
+    return module
