@@ -43,7 +43,7 @@ SETTING_KEYS = {
 
 def parse_args(argv=None):
     from bench import runner
-    from keras_kd.cli import positive_int
+    from keras_kd.cli.arguments import positive_int
 
     parser = argparse.ArgumentParser(prog="python -m bench.demo_gain_sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=runner.BACKENDS, default=None)
@@ -68,12 +68,13 @@ def _setting(text):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    from keras_kd.cli import select_backend
+    from keras_kd.cli.arguments import select_backend
 
     select_backend(args.backend)
     import keras
 
-    from keras_kd import datasets, demo, models
+    from keras_kd import datasets, models
+    from keras_kd.cli import demo_app as demo
     from keras_kd.distiller import Distiller
 
     (x_train, y_train), (x_test, y_test) = datasets.load_mnist_5k(test_fraction=demo.TEST_FRACTION)
@@ -85,7 +86,7 @@ def main(argv=None, print_fn=print):
                 learning_rate, epochs * math.ceil(len(x) / batch_size)
             )
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-        model.fit(demo._ShuffledBatches(x, y, batch_size, seed), epochs=epochs, shuffle=False, verbose=0)
+        model.fit(demo.ShuffledBatches(x, y, batch_size, seed), epochs=epochs, shuffle=False, verbose=0)
 
     def accuracy(model):
         logits = model.predict(x_test, batch_size=500, verbose=0)
@@ -94,7 +95,7 @@ def main(argv=None, print_fn=print):
     keras.utils.set_random_seed(0)
     teacher = models.mnist_cnn_teacher(x_train.shape[1:], num_classes)
     x_teacher, y_teacher = datasets.add_shifted_copies(x_train, y_train, args.teacher_shifted_copies, demo.MAX_SHIFT)
-    fit(teacher, demo._label_loss(), x_teacher, y_teacher, args.teacher_epochs or demo.TEACHER_EPOCHS, 0,
+    fit(teacher, demo.label_loss(), x_teacher, y_teacher, args.teacher_epochs or demo.TEACHER_EPOCHS, 0,
         demo.TEACHER_BATCH_SIZE, demo.TEACHER_LEARNING_RATE)
     print_fn(f"{keras.config.backend()}: teacher {accuracy(teacher):.2f}% test accuracy")
 
@@ -117,7 +118,7 @@ def main(argv=None, print_fn=print):
             labels_only = models.mlp_student(x_train.shape[1:], num_classes, hidden_units)
             distilled = keras.models.clone_model(labels_only)
             distilled.set_weights(labels_only.get_weights())
-            fit(labels_only, demo._label_loss(), x_student, y_student, seed=seed, **options)
+            fit(labels_only, demo.label_loss(), x_student, y_student, seed=seed, **options)
             distiller = Distiller(
                 teacher,
                 distilled,

@@ -1,16 +1,25 @@
-"""PNG plots of a training run and of a comparison report (matplotlib, Agg).
+"""PNG plots of a training run, a comparison report and a sweep (matplotlib, Agg).
 
 `plot_history(history, path)` draws the curves of a `fit` run (each loss
 term, accuracy and teacher agreement, temperature and alpha, validation
 dashed); `plot_comparison(report, path)` draws a `keras_kd.report.Report` as
-bars. Both draw on a `matplotlib.figure.Figure` rendered by the Agg canvas,
-so they work without a display and leave pyplot's global state alone.
+bars; `plot_heatmap(rows, path)` draws the trials of a `keras_kd.tuning`
+search as a temperature x alpha grid. All draw on a
+`matplotlib.figure.Figure` rendered by the Agg canvas, so they work without
+a display and leave pyplot's global state alone.
+
+Needs matplotlib (`pip install 'keras_kd[plots]'`), imported at the first
+plot, so that `import keras_kd.plots` (and a deployment without matplotlib)
+stays light.
 """
 
 import math
 import os
 
 import numpy as np
+
+from keras_kd._optional import import_optional
+from keras_kd.atomic import atomic_file
 
 DEFAULT_SIZE = (1200, 800)
 DEFAULT_DPI = 100
@@ -45,8 +54,21 @@ def plot_history(history, path, *, size=DEFAULT_SIZE, dpi=DEFAULT_DPI, title=Non
     Example:
 
     ```python
-    history = distiller.fit(x, y, epochs=10, validation_split=0.1)
-    keras_kd.plots.plot_history(history, "training.png")
+    import os
+    import tempfile
+
+    from keras_kd import plots
+
+    # What `Distiller.fit(...).history` holds, for three epochs.
+    history = {
+        "loss": [1.2, 0.8, 0.6],
+        "distillation_loss": [1.0, 0.7, 0.5],
+        "student_loss": [2.0, 1.1, 0.9],
+        "accuracy": [0.5, 0.7, 0.8],
+        "val_accuracy": [0.45, 0.65, 0.75],
+    }
+    path = plots.plot_history(history, os.path.join(tempfile.mkdtemp(), "training.png"))
+    assert os.path.getsize(path) > 0
     ```
     """
     series = _history_series(history)
@@ -85,7 +107,27 @@ def plot_comparison(report, path, *, size=DEFAULT_SIZE, dpi=DEFAULT_DPI, title=N
     Example:
 
     ```python
-    keras_kd.plots.plot_comparison(keras_kd.report.compare(models, (x, y)), "comparison.png")
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from keras_kd import models, plots, report
+
+    x, y = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype("float32"), np.arange(16) % 10
+    compared = report.compare(
+        {
+            "teacher": models.mlp_student(input_shape=(8, 8, 1), hidden_units=(16,)),
+            "student": models.mlp_student(input_shape=(8, 8, 1), hidden_units=(4,)),
+        },
+        (x, y),
+        teacher="teacher",
+        batch_sizes=(8,),
+        warmup_batches=1,
+        timed_batches=1,
+    )
+    path = plots.plot_comparison(compared, os.path.join(tempfile.mkdtemp(), "comparison.png"))
+    assert os.path.getsize(path) > 0
     ```
     """
     data = report if isinstance(report, dict) else report.to_dict()
@@ -129,6 +171,78 @@ def plot_comparison(report, path, *, size=DEFAULT_SIZE, dpi=DEFAULT_DPI, title=N
     figure.suptitle(
         title or f"{environment.get('backend', '?')} on {environment.get('device', '?')}"
     )
+    return _save(figure, path)
+
+
+def plot_heatmap(rows, path, *, title="", objective="val_accuracy"):
+    """Saves a temperature x alpha heatmap of the best score per cell as a PNG; returns `path`.
+
+    Where several trials share a cell (other learning rates, decay on/off,
+    Hyperband rounds) the cell shows the best. Untried cells are blank; the
+    best cell is outlined.
+
+    Args:
+        rows: Trials as dicts with `temperature`, `alpha` and `objective`
+            (a score in [0, 1], or None for an unfinished trial), as
+            `keras_kd.tuning.collect_trials` returns them.
+        path: The PNG file to write.
+        title: Title above the grid (default: the score's name).
+        objective: The key of the score in each row, shown in %.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    ```python
+    import os
+    import tempfile
+
+    from keras_kd import plots
+
+    rows = [
+        {"temperature": 2.0, "alpha": 0.5, "val_accuracy": 0.75},
+        {"temperature": 8.0, "alpha": 0.5, "val_accuracy": 0.80},
+        {"temperature": 8.0, "alpha": 0.9, "val_accuracy": None},  # Unfinished.
+    ]
+    path = plots.plot_heatmap(rows, os.path.join(tempfile.mkdtemp(), "heatmap.png"))
+    assert os.path.getsize(path) > 0
+    ```
+    """
+    scored = [row for row in rows if row.get(objective) is not None]
+    temperatures = sorted({row["temperature"] for row in scored})
+    alphas = sorted({row["alpha"] for row in scored})
+    grid = np.full((len(temperatures), len(alphas)), np.nan)
+    for row in scored:
+        cell = temperatures.index(row["temperature"]), alphas.index(row["alpha"])
+        grid[cell] = np.nanmax([grid[cell], 100.0 * row[objective]])
+    name = f"validation {objective[len(_VALIDATION_PREFIX):]}" if objective.startswith(_VALIDATION_PREFIX) else objective
+    label = f"{name.replace('_', ' ')} (%)"  # "val_accuracy" -> "validation accuracy (%)"
+    figure = _new_figure(
+        figsize=(max(5.5, 2.0 + 0.9 * len(alphas)), max(3.5, 1.5 + 0.6 * len(temperatures))), dpi=120
+    )
+    axes = figure.subplots()
+    image = axes.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+    axes.set_xticks(range(len(alphas)), [f"{value:g}" for value in alphas])
+    axes.set_yticks(range(len(temperatures)), [f"{value:g}" for value in temperatures])
+    axes.set_xlabel("alpha (weight of the distillation term)")
+    axes.set_ylabel("temperature T")
+    axes.set_title(title or label, fontsize=10)
+    figure.colorbar(image, ax=axes, label=label)
+    if scored:
+        from matplotlib.patches import Rectangle
+
+        finite = grid[np.isfinite(grid)]
+        middle = (finite.min() + finite.max()) / 2
+        for (row_index, column_index), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                color = "black" if value > middle else "white"
+                axes.text(column_index, row_index, f"{value:.1f}", ha="center", va="center", fontsize=8, color=color)
+        best_row, best_column = np.unravel_index(np.nanargmax(grid), grid.shape)
+        axes.add_patch(
+            Rectangle((best_column - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
+        )
+    figure.tight_layout()
     return _save(figure, path)
 
 
@@ -234,12 +348,10 @@ def _short_number(value):
 
 
 def _figure_grid(panels, size, dpi):
-    from matplotlib.figure import Figure
-
     width, height = _check_size(size)
     columns = min(panels, 2 if panels <= 4 else 3)
     rows = math.ceil(panels / columns)
-    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
+    figure = _new_figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
     axes_grid = figure.subplots(rows, columns, squeeze=False).reshape(-1)
     for unused in axes_grid[panels:]:
         unused.set_visible(False)
@@ -262,8 +374,14 @@ def _save(figure, path):
         raise ValueError(
             f"Plots are written as PNG; give a path ending in .png, not {os.fspath(path)!r}."
         )
-    from keras_kd.export import atomic_file
-
     with atomic_file(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png", dpi=figure.dpi)
     return path
+
+
+def _new_figure(**options):
+    """A `matplotlib.figure.Figure` (every plot starts here, so matplotlib is checked here)."""
+    import_optional("matplotlib", "keras_kd.plots")
+    from matplotlib.figure import Figure
+
+    return Figure(**options)

@@ -20,7 +20,7 @@ Writes saved_models/cifar10_resnet18_labelfree/: teacher.keras,
 student_labelfree.keras, history.json, results.json, report.md.
 """
 
-from keras_kd import recipe_support as support
+import support  # recipes/support.py, beside this script
 
 RECIPE = "cifar10_resnet18_labelfree"
 CLAIM = (

@@ -27,7 +27,7 @@ student_baseline.keras, student_distilled.keras, history.json, results.json,
 report.md.
 """
 
-from keras_kd import recipe_support as support
+import support  # recipes/support.py, beside this script
 
 RECIPE = "cifar10_resnet50_to_resnet18"
 CLAIM = (

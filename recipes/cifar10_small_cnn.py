@@ -23,7 +23,7 @@ Writes saved_models/cifar10_small_cnn/: teacher.keras, student_baseline.keras,
 student_distilled.keras, history.json, results.json, report.md.
 """
 
-from keras_kd import recipe_support as support
+import support  # recipes/support.py, beside this script
 
 RECIPE = "cifar10_small_cnn"
 CLAIM = (

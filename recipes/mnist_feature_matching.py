@@ -18,7 +18,7 @@ history.json (the teacher's) and teacher.keras, and prints a table.
 
 import numpy as np
 
-from keras_kd import recipe_support as support
+import support  # recipes/support.py, beside this script
 
 RECIPE = "mnist_feature_matching"
 CLAIM = (

@@ -18,7 +18,7 @@ Writes saved_models/mnist_hinton/: teacher.keras, student_alone.keras,
 student_distilled.keras, history.json, results.json, report.md.
 """
 
-from keras_kd import recipe_support as support
+import support  # recipes/support.py, beside this script
 
 RECIPE = "mnist_hinton"
 CLAIM = (

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from keras_kd import recipe_support as support
+import support  # recipes/support.py, beside this script
 
 RECIPE = "mnist_transfer_set"
 CLAIM = (

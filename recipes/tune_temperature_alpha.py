@@ -1,9 +1,10 @@
 """Keras Tuner sweep of the distillation temperature and alpha (resumable).
 
-A thin wrapper over `keras_kd.tuning.tune` (the same as `keras-kd tune`): a CNN
-teacher is trained once (kept in OUTPUT_DIR/teacher.keras), then Keras Tuner
-searches (T, alpha) for distilling it into a 2x64 MLP student, scoring each
-trial on 20 % of the training split. Prints the best (T, alpha) and its
+A thin wrapper over `keras-kd tune` (`keras_kd.cli.tune_app.tune`, with the
+command line's options and checks): a CNN teacher is trained once (kept in
+OUTPUT_DIR/teacher.keras), then Keras Tuner searches (T, alpha) for
+distilling it into a 2x64 MLP student, scoring each trial on 20 % of the
+training split. Prints the best (T, alpha) and its
 validation accuracy; writes trials.csv, trials.json and heatmap.png to
 saved_models/tune_temperature_alpha/. Interrupted, it resumes when run again
 (add --overwrite to start afresh).

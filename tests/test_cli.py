@@ -181,7 +181,7 @@ def test_export_keras_checks_parity(files, tmp_path, capsys):
 
 
 def test_every_option_is_explained(capsys):
-    parser = cli._build_parser()
+    parser = cli.build_parser()
     subparsers = next(action for action in parser._actions if action.dest == "command")
     for name in ("distill", "report", "export"):
         for action in subparsers.choices[name]._actions:

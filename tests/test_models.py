@@ -10,7 +10,7 @@ import pytest
 
 import keras_kd
 from keras_kd import models
-from keras_kd.recipe_support import parameter_count
+from recipes.support import parameter_count
 
 
 def trainable_count(model):

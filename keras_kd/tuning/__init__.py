@@ -1,0 +1,38 @@
+"""Keras Tuner sweeps of the distillation temperature and alpha.
+
+- `hypermodel`: `DistillationHyperModel` (a `keras_tuner.HyperModel` that
+  builds and trains one `keras_kd.Distiller` per trial, all from one run of
+  the teacher) and `Range`, a continuous search range.
+- `tuners`: `make_tuner` (GridSearch, RandomSearch, BayesianOptimization or
+  Hyperband, each writing a journal of its trials; GridSearch resumes) and
+  the journal's `append_journal` / `read_journal`.
+- `reports`: `collect_trials`, `best_trial` and `write_reports` (CSV, JSON
+  and a heatmap) of a search's project folder.
+
+The sweep that `keras-kd tune` runs on a dataset (teacher, search, reports,
+comparison with the usual setting) is an application of these, in
+`keras_kd.cli.tune_app`.
+
+Needs keras-tuner (`pip install 'keras_kd[tuning]'`).
+"""
+
+from keras_kd.plots import plot_heatmap
+from keras_kd.tuning.hypermodel import DEFAULT_ALPHAS
+from keras_kd.tuning.hypermodel import DEFAULT_TEMPERATURES
+from keras_kd.tuning.hypermodel import OBJECTIVE
+from keras_kd.tuning.hypermodel import DistillationHyperModel
+from keras_kd.tuning.hypermodel import Range
+from keras_kd.tuning.reports import best_trial
+from keras_kd.tuning.reports import collect_trials
+from keras_kd.tuning.reports import write_reports
+from keras_kd.tuning.tuners import JOURNAL_FILE
+from keras_kd.tuning.tuners import PROJECT_NAME
+from keras_kd.tuning.tuners import TUNER_KINDS
+from keras_kd.tuning.tuners import BayesianOptimization
+from keras_kd.tuning.tuners import GridSearch
+from keras_kd.tuning.tuners import Hyperband
+from keras_kd.tuning.tuners import RandomSearch
+from keras_kd.tuning.tuners import ResumableGridSearchOracle
+from keras_kd.tuning.tuners import append_journal
+from keras_kd.tuning.tuners import make_tuner
+from keras_kd.tuning.tuners import read_journal
