@@ -273,6 +273,7 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, name="resnet18"):
     Example:
 
     ```python
+    # not run: builds 11M weights (tens of seconds on a CPU); tests/test_models_resnet.py builds and checks resnet18
     import keras_kd
 
     student = keras_kd.models.resnet18(input_shape=(32, 32, 3), num_classes=10)
@@ -302,6 +303,7 @@ def resnet34(input_shape=(32, 32, 3), num_classes=10, name="resnet34"):
     Example:
 
     ```python
+    # not run: builds 21M weights (tens of seconds on a CPU); tests/test_models_resnet.py builds and checks resnet34
     import keras_kd
 
     teacher = keras_kd.models.resnet34(num_classes=100)
@@ -346,6 +348,7 @@ def resnet50(input_shape=(32, 32, 3), num_classes=10, weights=None, name="resnet
     Example:
 
     ```python
+    # not run: builds 24M weights (tens of seconds on a CPU); tests/test_models_resnet.py builds and checks resnet50
     import keras_kd
 
     teacher = keras_kd.models.resnet50(input_shape=(32, 32, 3), num_classes=10)
