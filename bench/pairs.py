@@ -2,9 +2,9 @@
 
 A pair names its models' builders, the layers that feature matching aligns
 (of equal shapes, so that core Keras's `FeatureDistillation`, which has no
-adapters, can match them too) and the data sizes of a full and a smoke run.
-Keras is imported only when a model is built, so that the pure-PyTorch loop
-runs without it.
+adapters, can match them too), the data sizes of a full and a smoke run, and
+how its configurations are timed. Keras is imported only when a model is
+built, so that the pure-PyTorch loop runs without it.
 """
 
 import dataclasses
@@ -19,12 +19,17 @@ class Pair:
         title: What the pair is, for the report.
         build_teacher: Callable of `smoke` returning the teacher.
         build_student: Callable of `smoke` returning the student.
-        teacher_feature: Teacher layer that feature matching reads.
+        teacher_feature: Teacher layer that feature matching reads (None:
+            the pair is not timed with features).
         student_feature: Student layer of the same output shape.
-        input_shape: Shape of one image, for `smoke=False` and `smoke=True`.
-        images: Images per timed epoch, for `smoke=False` and `smoke=True`.
+        input_shape: Shape of one input, for `smoke=False` and `smoke=True`.
+        images: Inputs per timed epoch, for `smoke=False` and `smoke=True`.
         batch_size: Batch size, for `smoke=False` and `smoke=True`.
         configs: The configurations timed on this pair (None: all).
+        interleaved: Whether all its configurations are timed in one process
+            per backend, one epoch of each in turn (see
+            `bench.workload.run_interleaved`), rather than one process each.
+        repeats: Timed epochs per configuration unless `--repeats` says.
     """
 
     name: str
@@ -37,6 +42,8 @@ class Pair:
     images: dict
     batch_size: dict
     configs: tuple = None
+    interleaved: bool = False
+    repeats: int = 2
 
 
 def _small_teacher(smoke):
@@ -69,6 +76,19 @@ def _resnet_student(smoke):
     return models.resnet18(input_shape=(32, 32, 3), num_classes=10)
 
 
+def _mlp_teacher(smoke):
+    from keras_kd import models
+
+    hidden_units = (64, 64) if smoke else (1024, 1024)
+    return models.mlp_student(input_shape=(784,), hidden_units=hidden_units, name="mlp_teacher")
+
+
+def _mlp_student(smoke):
+    from keras_kd import models
+
+    return models.mlp_student(input_shape=(784,), hidden_units=(8,) if smoke else (32,))
+
+
 PAIRS = {
     "small": Pair(
         name="small",
@@ -90,11 +110,33 @@ PAIRS = {
         teacher_feature="conv3_block4_out",
         student_feature="conv5_block2_out",
         input_shape={False: (32, 32, 3), True: (32, 32, 3)},
-        images={False: 64, True: 16},
+        # One step per smoke epoch: the smoke GPU suite builds five
+        # configurations of it on the CPU, in bfloat16.
+        images={False: 64, True: 8},
         batch_size={False: 32, True: 8},
         # A ResNet-18 epoch costs the 2-core CPU what the small pair's does
         # per image times ~30: the ratios that the targets and the model-size
         # comparison need, no more.
         configs=("student", "teacher_inference", "kd_logits", "kd_cached", "core_logits"),
+    ),
+    "overhead": Pair(
+        name="overhead",
+        title="Overhead-bound: MLP teacher 784-1024-1024-10 -> MLP student 784-32-10",
+        build_teacher=_mlp_teacher,
+        build_student=_mlp_student,
+        teacher_feature=None,
+        student_feature=None,
+        input_shape={False: (784,), True: (784,)},
+        images={False: 16384, True: 64},
+        batch_size={False: 512, True: 16},
+        # The student's step takes 1-2 ms on the 2-core CPU and the teacher
+        # costs 30x more: what a fast GPU makes of most pairs, where the data
+        # path and the per-step overhead of the Distiller decide the speed
+        # (issue 15).
+        configs=("student", "teacher_inference", "kd_logits", "kd_cached", "core_logits", "torch_logits"),
+        # Epochs of a few tenths of a second: the spread between processes
+        # would be larger than the differences measured.
+        interleaved=True,
+        repeats=3,
     ),
 }

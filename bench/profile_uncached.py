@@ -36,7 +36,7 @@ def main(argv=None):
     ours = keras_kd.Distiller(teacher, student, temperature=workload.TEMPERATURE, alpha=workload.ALPHA)
     ours.compile(optimizer=keras.optimizers.Adam(workload.LEARNING_RATE))
     core_student = keras.models.clone_model(student)
-    core = workload._core_distiller(keras, teacher, core_student, pair, features=False, jit_compile="auto")
+    core = workload.core_distiller(teacher, core_student, pair)
     runs = {"keras_kd": ours, "core": core}
     for model in runs.values():  # Warm-up: tracing and compilation.
         model.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)

@@ -5,8 +5,9 @@ The loop follows the PyTorch knowledge-distillation tutorial
 the teacher in `eval()` mode under `torch.no_grad()`, the soft-target loss
 `sum(p_teacher * (log p_teacher - log p_student)) / batch * T**2`, plus
 cross-entropy, and optionally an MSE between hidden features. The models are
-`nn.Module` twins of the Keras pair (same layers, sizes and BatchNorm
-settings) in PyTorch's native channels-first layout. Batches are sliced
+`nn.Module` twins of the Keras pairs (same layers, sizes and BatchNorm
+settings; `TWINS` says which pairs have them) in PyTorch's native
+channels-first layout. Batches are sliced
 from in-memory tensors in a random order each epoch, which is what a
 `DataLoader(shuffle=True)` over a `TensorDataset` yields, minus its
 per-row collation (so the baseline is, if anything, flattered).
@@ -54,6 +55,26 @@ class ConvNet(nn.Module):
         return self.logits(feature), feature
 
 
+class Mlp(nn.Module):
+    """The twin of `keras_kd.models.mlp_student`: ReLU Linear layers, then the logits.
+
+    `forward` returns `(logits, feature)`, the feature being the last hidden layer.
+    """
+
+    def __init__(self, in_features, num_classes, hidden_units):
+        super().__init__()
+        layers = []
+        for units in hidden_units:
+            layers += [nn.Linear(in_features, units), nn.ReLU()]
+            in_features = units
+        self.hidden = nn.Sequential(*layers)
+        self.logits = nn.Linear(in_features, num_classes)
+
+    def forward(self, inputs):
+        feature = self.hidden(inputs)
+        return self.logits(feature), feature
+
+
 def small_pair(smoke):
     """The PyTorch twins of `bench.pairs.PAIRS["small"]`: `(teacher, student)`."""
     if smoke:
@@ -62,6 +83,17 @@ def small_pair(smoke):
             ConvNet(3, 10, (4, 4, 8, 8), 1, 16),
         )
     return ConvNet(3, 10, (64, 128, 256, 512), 2, 0), ConvNet(3, 10, (16, 32, 64, 128), 1, 512)
+
+
+def mlp_pair(smoke):
+    """The PyTorch twins of `bench.pairs.PAIRS["overhead"]`: `(teacher, student)`."""
+    if smoke:
+        return Mlp(784, 10, (64, 64)), Mlp(784, 10, (8,))
+    return Mlp(784, 10, (1024, 1024)), Mlp(784, 10, (32,))
+
+
+# The pairs of `bench.pairs.PAIRS` that have PyTorch twins: name -> builder of `smoke`.
+TWINS = {"small": small_pair, "overhead": mlp_pair}
 
 
 def count_parameters(module):
@@ -88,7 +120,7 @@ def distillation_epoch(
         teacher: The frozen teacher, an `nn.Module` returning `(logits, feature)`.
         student: The student, likewise.
         optimizer: A `torch.optim` optimizer over the student's parameters.
-        images: A float tensor, channels first, `(rows, channels, height, width)`.
+        images: A float tensor of `rows` inputs (images channels first).
         labels: An int64 tensor of `rows` class indices.
         batch_size: Rows per step.
         temperature: Softmax temperature of the soft targets.

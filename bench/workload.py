@@ -3,12 +3,14 @@
 `python -m bench.workload '<json spec>'` runs one configuration on the Keras
 backend chosen by `KERAS_BACKEND` and prints one JSON line of results; the
 runner starts one such process per configuration, so that each peak-memory
-figure belongs to one configuration alone. `run(spec)` does the same
-in-process (the smoke run).
+figure belongs to one configuration alone. A spec with `configs` (a list)
+times them all in the one process, interleaved (`run_interleaved`; the
+pairs whose epochs take tenths of a second). `run(spec)` and
+`run_interleaved(spec)` do the same in-process (the smoke run).
 
 Each configuration builds its models, warms up (compilation, tracing) on a
 few batches, then times `repeats` epochs, each a full pass over the random
-CIFAR-shaped data; the result keeps every epoch's time.
+data of the pair's input shape; the result keeps every epoch's time.
 """
 
 import json
@@ -52,7 +54,7 @@ def peak_megabytes():
 
 
 def random_data(images, input_shape, num_classes=10, seed=0):
-    """Random CIFAR-shaped images in [0, 1) and labels (speed ignores pixel values)."""
+    """Random inputs of `input_shape` in [0, 1) and labels (speed ignores the values)."""
     rng = np.random.default_rng(seed)
     x = rng.random((images, *input_shape), dtype=np.float32)
     y = rng.integers(0, num_classes, size=images).astype("int32")
@@ -65,7 +67,7 @@ def run(spec):
     Args:
         spec: A dict with `pair` (a key of `bench.pairs.PAIRS`), `config` (a
             key of `CONFIGS`), `images`, `batch_size`, `repeats`,
-            `warmup_steps` and `smoke`.
+            `warmup_steps`, `smoke` and optionally `dtype_policy`.
 
     Returns:
         A dict: the spec, `epoch_seconds` (one per repeat), `seconds` (their
@@ -76,10 +78,61 @@ def run(spec):
         ValueError: for an unknown pair or configuration, or an image count
             that is not a multiple of the batch size.
     """
+    pair, x, y = _check_spec(spec, [spec["config"]])
+    result = dict(spec)
+    result["rss_before_mb"] = resident_megabytes()
+    timer, extras = _prepare(spec, pair, x, y)
+    result.update(extras)
+    _record(result, [timer() for _ in range(spec["repeats"])])
+    return result
+
+
+def run_interleaved(spec):
+    """Times several configurations in this process, one epoch of each in turn.
+
+    Each configuration is built and warmed up first; then every round times
+    one epoch of each, in the order given, `repeats` rounds. Load that a
+    shared machine puts on one round hits every configuration alike, which
+    one process per configuration cannot promise when an epoch takes tenths
+    of a second.
+
+    Args:
+        spec: As for `run`, with `configs` (a list of keys of `CONFIGS`) in
+            place of `config`.
+
+    Returns:
+        A list of result dicts as `run` returns, one per configuration, in
+        the order of `configs`, each with `config` set and `interleaved`
+        True; `peak_rss_mb` is the process's, shared by all of them.
+
+    Raises:
+        ValueError: as `run`.
+    """
+    configs = list(spec["configs"])
+    pair, x, y = _check_spec(spec, configs)
+    common = {key: value for key, value in spec.items() if key != "configs"}
+    rss_before = resident_megabytes()
+    results, timers = [], []
+    for config in configs:
+        timer, extras = _prepare(dict(common, config=config), pair, x, y)
+        results.append(dict(common, config=config, interleaved=True, rss_before_mb=rss_before, **extras))
+        timers.append(timer)
+    epoch_seconds = [[] for _ in configs]
+    for _ in range(spec["repeats"]):
+        for timer, seconds in zip(timers, epoch_seconds):
+            seconds.append(timer())
+    for result, seconds in zip(results, epoch_seconds):
+        _record(result, seconds)
+    return results
+
+
+def _check_spec(spec, configs):
+    """Checks a spec's pair, configurations and sizes; returns `(pair, x, y)`."""
     from bench.pairs import PAIRS
 
-    if spec["config"] not in CONFIGS:
-        raise ValueError(f"Unknown configuration {spec['config']!r}; valid: {sorted(CONFIGS)}.")
+    for config in configs:
+        if config not in CONFIGS:
+            raise ValueError(f"Unknown configuration {config!r}; valid: {sorted(CONFIGS)}.")
     if spec["pair"] not in PAIRS:
         raise ValueError(f"Unknown pair {spec['pair']!r}; valid: {sorted(PAIRS)}.")
     if spec["images"] % spec["batch_size"]:
@@ -89,21 +142,24 @@ def run(spec):
         )
     pair = PAIRS[spec["pair"]]
     x, y = random_data(spec["images"], pair.input_shape[spec["smoke"]])
-    result = dict(spec)
-    result["rss_before_mb"] = resident_megabytes()
+    return pair, x, y
+
+
+def _prepare(spec, pair, x, y):
+    """Builds and warms up the spec's configuration; returns `(timer, extras)`."""
     if spec["config"] in TORCH_CONFIGS:
-        timer, extras = _torch_workload(spec, x, y)
-    else:
-        timer, extras = _keras_workload(spec, pair, x, y)
-    result.update(extras)
-    epoch_seconds = [timer() for _ in range(spec["repeats"])]
+        return _torch_workload(spec, x, y)
+    return _keras_workload(spec, pair, x, y)
+
+
+def _record(result, epoch_seconds):
+    """Adds the timings and the peak memory so far to `result`."""
     result["epoch_seconds"] = epoch_seconds
     result["seconds"] = min(epoch_seconds)
-    result["images_per_second"] = spec["images"] / result["seconds"]
+    result["images_per_second"] = result["images"] / result["seconds"]
     # The kernel's peak (ru_maxrss) and /proc's resident size are counted
     # slightly differently; a peak is at least any size measured before it.
     result["peak_rss_mb"] = max(peak_megabytes(), resident_megabytes(), result["rss_before_mb"])
-    return result
 
 
 def _timed(run_epoch, sync):
@@ -156,7 +212,7 @@ def _keras_workload(spec, pair, x, y):
             jit_compile=jit_compile,
         )
     elif config.startswith("core"):
-        model = _core_distiller(keras, teacher, student, pair, features, jit_compile)
+        model = core_distiller(teacher, student, pair, features=features, jit_compile=jit_compile)
     else:
         feature_matches = (
             [keras_kd.FeatureMatch(pair.teacher_feature, pair.student_feature, loss="mse")]
@@ -205,8 +261,21 @@ def _trainable_parameters(model):
     return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
-def _core_distiller(keras, teacher, student, pair, features, jit_compile):
-    """Core Keras's Distiller, given real KL (its default string skips the softmax)."""
+def core_distiller(teacher, student, pair, features=False, jit_compile="auto"):
+    """Core Keras's Distiller, compiled, with real KL (its default string skips the softmax).
+
+    Args:
+        teacher: The teacher, a `keras.Model`.
+        student: The student, a `keras.Model`.
+        pair: The `bench.pairs.Pair`, whose layers feature matching aligns.
+        features: Whether to add core's `FeatureDistillation` on those layers.
+        jit_compile: As for `keras.Model.compile`.
+
+    Returns:
+        A compiled `keras.distillation.Distiller` weighing the soft term by
+        `ALPHA`, as keras_kd's Distiller in the benchmark does.
+    """
+    import keras
     from keras import distillation
 
     losses = [distillation.LogitsDistillation(temperature=TEMPERATURE, loss=keras.losses.KLDivergence())]
@@ -240,15 +309,18 @@ def _torch_workload(spec, x, y):
 
     from bench import torch_loop
 
-    if spec["pair"] != "small":
+    if spec["pair"] not in torch_loop.TWINS:
         raise ValueError(
-            f"The pure-PyTorch loop has twins of the 'small' pair only; got {spec['pair']!r}."
+            f"The pure-PyTorch loop has twins of the pairs {sorted(torch_loop.TWINS)} only; "
+            f"got {spec['pair']!r}."
         )
     torch.manual_seed(0)
     # On the GPU when there is one, as the Keras runs are.
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher, student = (model.to(device) for model in torch_loop.small_pair(spec["smoke"]))
-    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    teacher, student = (model.to(device) for model in torch_loop.TWINS[spec["pair"]](spec["smoke"]))
+    if x.ndim == 4:  # Images: PyTorch's layout is channels first.
+        x = x.transpose(0, 3, 1, 2)
+    images = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     labels = torch.from_numpy(y.astype("int64")).to(device)
     # The twin of a Keras mixed policy: autocast to its compute dtype.
     policy = spec.get("dtype_policy", "float32")
@@ -292,7 +364,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m bench.workload '<json spec>'")
-    result = run(json.loads(argv[0]))
+    spec = json.loads(argv[0])
+    result = run_interleaved(spec) if "configs" in spec else run(spec)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 

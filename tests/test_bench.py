@@ -1,6 +1,9 @@
-"""The benchmark harness: a smoke run end to end, the report, the PyTorch twins."""
+"""The benchmark harness: a smoke run end to end, the report, the PyTorch twins, the GPU suite."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from conftest import REQUESTED_BACKEND
@@ -11,6 +14,7 @@ from bench import report
 from bench import runner
 from bench import torch_loop
 from bench import workload
+from bench.pairs import PAIRS
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +161,150 @@ def test_bad_spec_is_refused_with_the_valid_values():
         workload.run(spec)
     with pytest.raises(ValueError, match="valid"):
         workload.run(dict(spec, config="distil"))
+
+
+# ------------------------------------------------- the overhead-bound pair
+
+
+def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
+    specs = runner.plan(runner.parse_args(["--backend", "jax", "torch", "--pairs", "overhead"]))
+    keras_configs = ["student", "teacher_inference", "kd_logits", "kd_cached", "core_logits"]
+    assert [(spec["backend"], spec["configs"]) for spec in specs] == [
+        ("jax", keras_configs), ("pytorch", ["torch_logits"]), ("torch", keras_configs)
+    ]
+    assert {(spec["images"], spec["batch_size"], spec["repeats"]) for spec in specs} == {(16384, 512, 3)}
+    # The other pairs keep one process per configuration and their repeats.
+    small = runner.plan(runner.parse_args(["--backend", "jax", "--pairs", "small", "--no-scaling"]))
+    assert all("config" in spec and spec["repeats"] == 2 for spec in small)
+    interleaved = runner.plan(
+        runner.parse_args(["--backend", "jax", "--pairs", "small", "--no-scaling", "--interleave"])
+    )
+    assert [len(spec["configs"]) for spec in interleaved] == [8, 2]
+
+
+def test_interleaved_run_times_every_configuration_in_each_round():
+    spec = {"pair": "overhead", "configs": ["student", "kd_cached", "core_logits"], "images": 32,
+            "batch_size": 16, "repeats": 2, "warmup_steps": 1, "smoke": True}
+    results = workload.run_interleaved(spec)
+    assert [r["config"] for r in results] == spec["configs"]
+    for result in results:
+        assert result["interleaved"] and len(result["epoch_seconds"]) == 2
+        assert result["seconds"] == min(result["epoch_seconds"]) > 0
+        assert "configs" not in result
+    assert len({r["peak_rss_mb"] for r in results}) <= len(results)
+    assert results[1]["cache_build_seconds"] > 0
+
+
+def test_mlp_twins_match_the_keras_pair():
+    teacher, student = torch_loop.mlp_pair(smoke=False)
+    keras_teacher = PAIRS["overhead"].build_teacher(False)
+    keras_student = PAIRS["overhead"].build_student(False)
+    assert torch_loop.count_parameters(teacher) == keras_teacher.count_params() == 1_863_690
+    assert torch_loop.count_parameters(student) == keras_student.count_params() == 25_450
+
+
+def test_overhead_targets_and_console_verdicts():
+    results = [
+        {"pair": "overhead", "backend": "jax", "config": config, "seconds": seconds, "group": "main"}
+        for config, seconds in (("student", 1.0), ("kd_cached", 1.05), ("kd_logits", 2.2), ("core_logits", 2.0))
+    ]
+    assert report.verdict_lines(results) == [
+        "overhead jax: cached KD (logits) / student alone = 1.05 met (target <= 1.10)",
+        "overhead jax: uncached KD (logits) / core Distiller (logits) = 1.10 **missed** (target <= 1.00)",
+    ]
+    assert report.targets("overhead") is report.OVERHEAD_TARGETS
+    assert report.targets("small") is report.TARGETS
+
+
+def test_default_output_is_the_docs_benchmark_page():
+    assert runner.parse_args([]).output == os.path.join("docs", "results", "benchmarks.md")
+
+
+# ------------------------------------------------------------- the GPU suite
+
+
+def test_gpu_suite_plans_the_gpu_matrix():
+    args = runner.parse_args(["--gpu-suite"])
+    assert (args.output, args.json) == (runner.GPU_SUITE["output"], runner.GPU_SUITE["json"])
+    specs = runner.plan(args)
+    assert {spec["dtype_policy"] for spec in specs} == {"mixed_bfloat16"}
+    assert all("configs" in spec and spec["group"] == "main" and spec["repeats"] == 3 for spec in specs)
+    by_key = {(spec["backend"], spec["pair"]): spec for spec in specs}
+    assert set(by_key) == {
+        (backend, pair) for backend in ("torch", "jax") for pair in ("resnet", "small", "overhead")
+    } | {("pytorch", "small"), ("pytorch", "overhead")}
+    five = ["student", "teacher_inference", "kd_logits", "kd_cached", "core_logits"]
+    assert all(by_key[backend, pair]["configs"] == five for backend, pair in by_key if backend != "pytorch")
+    sizes = {pair: (by_key["jax", pair]["images"], by_key["jax", pair]["batch_size"]) for pair in PAIRS}
+    assert sizes == {"resnet": (8192, 256), "small": (8192, 256), "overhead": (16384, 512)}
+    # Options beside it override its choices.
+    narrowed = runner.plan(runner.parse_args(["--gpu-suite", "--backend", "jax", "--pairs", "small", "--batch-size", "64"]))
+    assert {(spec["backend"], spec["batch_size"]) for spec in narrowed} == {("jax", 64), ("pytorch", 64)}
+
+
+def test_gpu_suite_without_a_gpu_says_how_to_run_it(tmp_path):
+    if runner.machine_info()["accelerator"] is not None:
+        pytest.skip("a GPU is here: the suite would run")
+    with pytest.raises(SystemExit, match="--smoke"):
+        runner.main(["--gpu-suite", "--output", str(tmp_path / "suite.md")])
+    assert not (tmp_path / "suite.md").exists()
+
+
+# A bare GPU image has neither TensorFlow nor keras-tuner (bench/gpu_setup.sh
+# installs Keras, JAX and keras_kd without its dependencies): the suite must
+# run without them.
+_WITHOUT_TENSORFLOW = """
+import runpy, sys
+
+MISSING = {"tensorflow", "tensorflow_datasets", "keras_tuner", "mlxtend"}
+
+
+class Hiding:
+    # Finds nothing for the missing packages, as on an image without them.
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in MISSING:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+
+sys.meta_path[:] = [Hiding(finder) for finder in sys.meta_path]
+sys.argv = ["bench"] + sys.argv[1:]
+runpy.run_module("bench", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke_runs_without_tensorflow_or_keras_tuner(tmp_path):
+    if REQUESTED_BACKEND == "tensorflow":
+        pytest.skip("the GPU suite times torch and JAX only")
+    output, results = tmp_path / "suite.md", tmp_path / "suite.json"
+    environment = dict(os.environ, KERAS_BACKEND=REQUESTED_BACKEND, TF_CPP_MIN_LOG_LEVEL="3")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, "--gpu-suite", "--smoke",
+         "--output", str(output), "--json", str(results)],
+        cwd=root, env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    data = json.loads(results.read_text())
+    assert [r for r in data["results"] if "error" in r] == []
+    timed = {(r["pair"], r["config"]) for r in data["results"]}
+    five = ("student", "teacher_inference", "kd_logits", "kd_cached", "core_logits")
+    assert timed == {(pair, config) for pair in PAIRS for config in five} | {
+        ("small", "torch_logits"), ("overhead", "torch_logits")
+    }
+    assert {r["dtype_policy"] for r in data["results"]} == {"mixed_bfloat16"}
+    text = output.read_text()
+    assert PAIRS["overhead"].title in text and PAIRS["resnet"].title in text
+    for name, _, _, _ in report.OVERHEAD_TARGETS:
+        assert name in text
+    assert "overhead " + REQUESTED_BACKEND + ": cached KD (logits) / student alone" in completed.stdout
 
 
 # ------------------------------------------------------------ demo gain sweep
