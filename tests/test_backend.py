@@ -36,3 +36,38 @@ except ImportError as error:
 """
     output = run_in_backend(REQUESTED_BACKEND, code)
     assert "tuning: ModuleNotFoundError" in output or "tuning: ImportError" in output
+
+
+def test_every_keras_internal_of_keras_compat_works_on_this_keras():
+    """What `keras_kd/backend/_keras_compat.py` reaches into still exists and behaves.
+
+    Run it first when moving Keras's bounds in pyproject.toml.
+    """
+    import numpy as np
+
+    from conftest import make_data, make_mlp
+    from keras_kd import Distiller
+    from keras_kd.backend import _keras_compat
+
+    x, y = make_data(rows=16)
+    distiller = Distiller(make_mlp(8), make_mlp(4), alpha=0.5).compile(
+        optimizer="adam", metrics=["accuracy"], weighted_metrics=["accuracy"]
+    )
+    logs = distiller.fit(x, y, sample_weight=np.ones(16, "float32"), epochs=1, batch_size=8, verbose=0).history
+
+    tracker = _keras_compat.loss_tracker(distiller)
+    assert isinstance(tracker, keras.metrics.Mean) and tracker.name == "loss"
+    plain, weighted = _keras_compat.flat_compile_metrics(_keras_compat.compile_metrics(distiller))
+    # One entry per model output, each updating that output's metrics.
+    assert len(plain) == len(weighted) == 1
+    assert all(isinstance(entry, keras.metrics.Metric) for entry in plain + weighted)
+    assert "accuracy" in logs and "weighted_accuracy" in logs
+    assert float(_keras_compat.scale_loss_for_distribution(keras.ops.convert_to_tensor(2.0))) == 2.0
+    assert isinstance(_keras_compat.keras_home(), str)
+    url, file_hash = _keras_compat.resnet50_notop_weights_source("resnet50_notop.h5")
+    assert url.startswith("https://") and url.endswith("/resnet50_notop.h5") and len(file_hash) == 32
+    if REQUESTED_BACKEND == "torch":
+        assert str(_keras_compat.torch_device()) in ("cpu", "cuda", "cuda:0", "mps")
+    saved_module = distiller.get_compile_config()["optimizer"]["module"]
+    assert saved_module == "keras.optimizers"
+    assert _keras_compat.public_optimizer_module(f"keras.src.backend.{REQUESTED_BACKEND}.optimizers") == saved_module

@@ -7,7 +7,10 @@ to the versions this file was checked on (`TESTED_KERAS`); `import keras_kd`
 warns about a Keras outside that range (`warn_if_untested_keras`).
 
 Every function below was checked on Keras 3.12.4, 3.13.2, 3.14.1 and 3.15.1
-(the `keras.src` paths and attribute names are the same in all of them).
+(2026-12-01, on torch, TensorFlow and JAX): the `keras.src` paths and
+attribute names are the same in all of them. `tests/test_backend.py` checks
+each one on the installed Keras (`test_every_keras_internal_of_keras_compat_
+works_on_this_keras`): run it first when moving the bounds.
 
 This module imports Keras only inside its functions, so `import keras_kd`
 can check the version without fixing the Keras backend.
@@ -67,11 +70,13 @@ def compile_metrics(model):
 
 
 def flat_compile_metrics(container):
-    """`(metrics, weighted_metrics)`: the metric objects in a `compile_metrics`.
+    """`(metrics, weighted_metrics)` of a `compile_metrics` container.
 
-    `CompileMetrics._flat_metrics` / `_flat_weighted_metrics` (entries may be
-    None for outputs without metrics). keras_kd updates them itself because it
-    masks unlabelled rows out of both kinds, which `update_state` cannot.
+    `CompileMetrics._flat_metrics` / `_flat_weighted_metrics`: one entry per
+    model output, a metric that updates all of that output's metrics (None
+    for an output without any). keras_kd updates them itself because it
+    masks unlabelled rows out of both kinds, which the container's
+    `update_state` cannot.
     """
     return container._flat_metrics, container._flat_weighted_metrics
 
