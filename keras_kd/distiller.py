@@ -1,16 +1,17 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
 import collections
+import inspect
 import os
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_kd import atomic
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
+from keras_kd import fit_checks
 from keras_kd import hyperparameters
 from keras_kd import losses as kd_losses
 from keras_kd import transfer
@@ -141,10 +142,10 @@ class Distiller(keras.Model):
             )
         super().__init__(name=name, **kwargs)
         self._temperature_value = hyperparameters.ScheduledValue(
-            "temperature", temperature, validation.check_temperature
+            "temperature", temperature, validation.check_temperature, validation.valid_temperatures
         )
         self._alpha_value = hyperparameters.ScheduledValue(
-            "alpha", alpha, validation.check_alpha
+            "alpha", alpha, validation.check_alpha, validation.valid_alphas
         )
         self.distillation_loss = kd_losses.get(distillation_loss)
         self.augmentation = validation.check_augmentation(augmentation)
@@ -212,6 +213,10 @@ class Distiller(keras.Model):
         self._teacher_agreement = keras.metrics.Mean(name="teacher_agreement")
         self._temperature_log = CurrentValue("temperature")
         self._alpha_log = CurrentValue("alpha")
+        # Plain Python state, kept out of Keras's tracking.
+        object.__setattr__(
+            self, "_step_checks", fit_checks.StepChecks([self._temperature_value, self._alpha_value])
+        )
         self.built = True
 
     @property
@@ -240,52 +245,97 @@ class Distiller(keras.Model):
         the features its feature matches read, and the Distiller must not
         transform its inputs inside the step.
 
-        Inputs and labels given as NumPy arrays are checked before training
-        starts: the input shape, missing labels while alpha < 1, and (with the
-        default hard-label loss) the labels' shape, dtype and class ids.
+        The data are checked in whatever form they come (NumPy arrays,
+        dicts of arrays, a `tf.data.Dataset`, a `keras.utils.PyDataset`, a
+        generator, a cached dataset): their first batch before training
+        starts (the input shape, missing labels while alpha < 1, and with
+        the default hard-label loss the labels' shape, dtype and class ids),
+        the labels of every batch before its step runs. A temperature or
+        alpha schedule is checked at every step it reaches, before the step
+        (at once when the number of steps is known). See
+        `keras_kd.fit_checks` for what is checked when. After any of these
+        errors the Distiller can be trained and saved as before.
 
         Raises:
             keras_kd.cache.CacheMismatchError: for a stale or mismatched cache.
             ValueError: for a cache given to a Distiller that augments or
                 mixes its inputs, inputs that do not fit the models, missing
-                labels, or labels of the wrong shape or out of the classes.
+                labels, labels of the wrong shape or out of the classes, or
+                a schedule that leaves its valid range.
             TypeError: for labels that are not numbers (strings, booleans).
         """
-        kd_cache.check_data(self, x)
-        kd_cache.check_data(self, kwargs.get("validation_data"))
-        self._check_array_data(x, args[0] if args else kwargs.get("y"), training=True)
-        return super().fit(x, *args, **kwargs)
+        # Checks cached data, and hands cached rows in memory to Keras as arrays.
+        x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.fit, x, args, kwargs)
+        arguments = _fit_arguments(keras.Model.fit, self, x, args, kwargs)
+        batch = fit_checks.first_batch(x, arguments.get("y"))
+        fit_checks.check_first_batch(batch, self._data_requirements(training=True))
+        planned = fit_checks.planned_steps(x, arguments)
+        self._step_checks.begin(
+            self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution
+        )
+        with kd_backend.keeping_state(self, self._step_checks):
+            return super().fit(batch.data, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
-        """As `keras.Model.evaluate`, checking a cached dataset as `fit` does."""
-        kd_cache.check_data(self, x)
-        self._check_array_data(x, args[0] if args else kwargs.get("y"), training=False)
-        return super().evaluate(x, *args, **kwargs)
+        """As `keras.Model.evaluate`, checking the data (and a cache) as `fit` does."""
+        x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.evaluate, x, args, kwargs)
+        arguments = _fit_arguments(keras.Model.evaluate, self, x, args, kwargs)
+        batch = fit_checks.first_batch(x, arguments.get("y"))
+        fit_checks.check_first_batch(batch, self._data_requirements(training=False))
+        self._step_checks.begin_evaluation(self._checked_logits_shape())
+        with kd_backend.keeping_state(self, self._step_checks):
+            return super().evaluate(batch.data, *args, **kwargs)
 
-    def _check_array_data(self, x, y, training):
-        """Checks inputs and labels given as NumPy arrays before Keras starts.
+    @property
+    def step_checks(self):
+        """The `keras_kd.fit_checks.StepChecks` that run before each step."""
+        return self._step_checks
 
-        The train step checks any data, but there an error surfaces through
-        the backend (a TensorFlow graph error), and on JAX a first step that
-        fails leaves the models' variables emptied: Keras's JAX `fit` detaches
-        them while it trains.
+    def make_train_function(self, force=False):
+        super().make_train_function(force)
+        self.train_function = self._checked(self.train_function, training=True)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        super().make_test_function(force)
+        self.test_function = self._checked(self.test_function, training=False)
+        return self.test_function
+
+    def _checked(self, function, training):
+        if function is None or getattr(function, "_keras_kd_checked", False):
+            return function
+        checked = kd_backend.checked_step_function(function, self._step_checks, training)
+        checked._keras_kd_checked = True
+        return checked
+
+    def _data_requirements(self, training):
+        """What `fit_checks.check_first_batch` checks the data against."""
+        input_shapes = None
+        try:
+            inputs = self.teacher.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if inputs:
+            input_shapes = {tensor.name: tuple(tensor.shape) for tensor in inputs}
+        missing_labels = self._missing_labels_error() if training and self.uses_labels else None
+        return fit_checks.Requirements(input_shapes, self._checked_logits_shape(), missing_labels)
+
+    def _checked_logits_shape(self):
+        """The student's logits shape if its labels are checked, else None.
+
+        Labels are checked for the default hard-label loss, which takes class
+        ids or one-hot rows; another loss may take other labels.
         """
-        if not isinstance(x, np.ndarray):
-            return
-        teacher_shapes = _io_shapes(self.teacher)
-        if teacher_shapes is not None and len(teacher_shapes[0]) == 1:
-            validation.check_input_array(x, teacher_shapes[0][0])
-        if y is None:
-            if training and self.uses_labels:
-                raise self._missing_labels_error()
-            return
         student_shapes = _io_shapes(self.student)
-        if (
-            isinstance(y, np.ndarray)
-            and self.hard_loss is kd_losses.label_cross_entropy
-            and student_shapes is not None
-        ):
-            validation.check_label_array(y, student_shapes[1][0])
+        if self.hard_loss is not kd_losses.label_cross_entropy or student_shapes is None:
+            return None
+        return student_shapes[1][0]
+
+    def _current_step(self):
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None or not optimizer.built:
+            return 0
+        return int(ops.convert_to_numpy(optimizer.iterations))
 
     def _missing_labels_error(self):
         return ValueError(
@@ -721,6 +771,15 @@ def _check_logit_models(teacher, student):
             f"classes: give the student a last layer of "
             f"{teacher_output[-1]} units."
         )
+
+
+def _fit_arguments(method, model, x, args, kwargs):
+    """The arguments of a `fit`/`evaluate` call by name, defaults included."""
+    bound = inspect.signature(method).bind(model, x, *args, **kwargs)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    arguments.update(arguments.pop("kwargs", {}))
+    return arguments
 
 
 def _io_shapes(model):

@@ -5,10 +5,19 @@ A `Distiller` keeps the current temperature and alpha in non-trainable
 from `optimizer.iterations`. So a schedule moves the values identically on
 every backend, under jit too (core Keras's Distiller reads Python floats that
 a callback changes, which JAX's jit silently ignores).
+
+A schedule's values are checked on the host, before the steps that use them
+run (`ScheduledValue.check_steps`): the whole of a `fit` whose length is
+known, otherwise a chunk of steps at a time, so no step pays for the check.
 """
 
 import keras
+import numpy as np
 from keras import ops
+
+# Steps evaluated at once when a fit's length is unknown (or for a schedule
+# that only runs one step at a time): one host evaluation per chunk.
+CHECK_CHUNK_STEPS = 1024
 
 
 class ScheduledValue:
@@ -23,10 +32,18 @@ class ScheduledValue:
             returning a scalar written with `keras.ops`.
         check: Function validating a float and returning it; applied to a
             constant, and to a schedule's value at step 0.
+        valid: The same check over a NumPy array of values, elementwise
+            (e.g. `keras_kd.validation.valid_temperatures`); with it,
+            `check_steps` checks a schedule's later steps too.
     """
 
-    def __init__(self, name, value, check):
+    def __init__(self, name, value, check, valid=None):
         self.name = name
+        self._check = check
+        self._valid = valid
+        # (first step, the values from that step on, the offsets among them
+        # of the values that are not valid), from the last evaluation.
+        self._evaluated = (0, np.zeros(0, "float32"), np.zeros(0, "int64"))
         if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or (
             callable(value) and not isinstance(value, (int, float))
         ):
@@ -46,6 +63,64 @@ class ScheduledValue:
         if self.schedule is None:
             return ops.convert_to_tensor(self.initial_value, "float32")
         return ops.cast(self.schedule(ops.cast(step, "float32")), "float32")
+
+    def check_steps(self, start, stop):
+        """Raises unless the value is valid at every step in `[start, stop)`.
+
+        Values are computed on the host, for the whole range at once where
+        the schedule takes a vector of steps (Keras's schedules do), and
+        remembered, so the steps of a long fit cost one evaluation per
+        `CHECK_CHUNK_STEPS` at most. A schedule that takes one step at a
+        time is checked on its first `CHECK_CHUNK_STEPS` steps from `start`.
+
+        Raises:
+            ValueError: naming the first step in the range where the
+                schedule leaves the valid range, and its value there.
+        """
+        if self.schedule is None or self._valid is None or stop <= start:
+            return
+        first, values, invalid = self._evaluated
+        if not first <= start or stop > first + len(values):
+            first = start
+            values = self._values(first, max(stop - start, CHECK_CHUNK_STEPS))
+            invalid = np.flatnonzero(~self._valid(values))
+            self._evaluated = (first, values, invalid)
+        index = np.searchsorted(invalid, start - first)
+        if index < len(invalid) and invalid[index] < stop - first:
+            step = first + int(invalid[index])
+            self._raise_out_of_range(step, float(values[step - first]))
+        # A schedule evaluated one step at a time covers CHECK_CHUNK_STEPS
+        # only: the later steps are checked when the fit reaches them.
+
+    def _raise_out_of_range(self, step, value):
+        try:
+            self._check(value, name=f"{self.name}(step={step})")
+            message = f"`{self.name}(step={step})` is not valid; got {value!r}."
+        except ValueError as error:
+            message = str(error)
+        raise ValueError(
+            f"The `{self.name}` schedule leaves its valid range at training step "
+            f"{step}: {message} Change the schedule (for a decay, its end value) "
+            "or train for fewer steps."
+        )
+
+    def _values(self, first, count):
+        """The schedule's values at steps `first ...`, as a float32 array.
+
+        All `count` at once when the schedule accepts a vector of steps;
+        otherwise (e.g. a schedule with `ops.cond`) one at a time, then at
+        most `CHECK_CHUNK_STEPS` of them.
+        """
+        steps = np.arange(first, first + count, dtype="float32")
+        try:
+            values = ops.convert_to_numpy(ops.cast(self.schedule(ops.convert_to_tensor(steps)), "float32"))
+            return np.broadcast_to(values, steps.shape)
+        except Exception:  # noqa: BLE001 -- any failure means "not vectorizable"; the scalar path re-raises real errors.
+            steps = steps[:CHECK_CHUNK_STEPS]
+            return np.array(
+                [ops.convert_to_numpy(self.at_step(ops.convert_to_tensor(step))) for step in steps],
+                "float32",
+            ).reshape(-1)
 
     def serialize(self):
         """A float, or the schedule's Keras config.

@@ -134,54 +134,109 @@ def _label_shape_message(labels_shape, logits_shape):
 def rows_fit_input_shape(rows_shape, input_shape):
     """True when rows of shape `rows_shape` fit a model input of `input_shape`.
 
-    `input_shape` includes the batch axis; its `None` entries match any size.
+    `input_shape` includes the batch axis; its `None` entries match any size,
+    as do the `None` entries of `rows_shape` (a dataset's unknown sizes).
     """
     expected = tuple(input_shape[1:])
     return len(expected) == len(rows_shape) and all(
-        want is None or want == got for want, got in zip(expected, rows_shape)
+        want is None or got is None or want == got for want, got in zip(expected, rows_shape)
     )
 
 
-def check_input_array(x, input_shape):
-    """Inputs given to `fit` as one NumPy array, against the models' input shape."""
-    expected = tuple(input_shape[1:])
-    if not rows_fit_input_shape(x.shape[1:], input_shape):
-        raise ValueError(
-            f"The inputs have shape {x.shape}, but the teacher and the student "
-            f"take inputs of shape {tuple(input_shape)}: rows of shape {expected}."
-        )
+def check_input_shape(data_shape, input_shape, name=None):
+    """Inputs of `data_shape` (batch first) given to `fit`, against a model input's shape.
+
+    `name` names the input of a model that takes a dict.
+    """
+    data_shape, expected = tuple(data_shape), tuple(input_shape[1:])
+    if rows_fit_input_shape(data_shape[1:], input_shape):
+        return
+    which = "inputs" if name is None else f"inputs {name!r}"
+    hint = ""
+    if data_shape == expected:
+        hint = " The data look like single rows: batch them (e.g. dataset.batch(32))."
+    raise ValueError(
+        f"The {which} have shape {data_shape}, but the teacher and the student "
+        f"take inputs of shape {tuple(input_shape)}: rows of shape {expected}.{hint}"
+    )
 
 
 def check_label_array(labels, logits_shape):
-    """Labels given to `fit` as a NumPy array, before training starts.
+    """Labels given to `fit` as a NumPy array, or one batch of them.
 
     `logits_shape` is the student's output shape `(None, ..., classes)`.
     Valid: integer class ids below `classes` (negative marks an unlabelled
     row, see `keras_kd.transfer.UNLABELED`), of shape `(batch, ...)` or
     `(batch, ..., 1)`, or one-hot rows of shape `(batch, ..., classes)`.
     """
-    if labels.dtype.kind not in "biuf":
-        raise TypeError(
-            f"Labels must be integer class ids or one-hot floats; got dtype {labels.dtype}."
-        )
-    logits_shape = (len(labels),) + tuple(logits_shape[1:])
-    num_classes = logits_shape[-1]
-    if num_classes != 1 and labels.ndim == len(logits_shape) and labels.shape[-1] == num_classes:
+    if check_label_form(labels.shape, labels.dtype.kind, str(labels.dtype), logits_shape):
         return  # One-hot (or soft) rows.
-    sparse_rank = len(logits_shape) - 1
-    if not (labels.ndim == sparse_rank or (labels.ndim == sparse_rank + 1 and labels.shape[-1] == 1)):
-        raise ValueError(_label_shape_message(tuple(labels.shape), logits_shape))
-    if labels.dtype.kind == "b":
-        raise TypeError(
-            f"Labels must be integer class ids or one-hot floats; got dtype {labels.dtype}."
-        )
+    num_classes = logits_shape[-1]
     if num_classes is None or labels.size == 0:
         return
     bad = (labels >= num_classes) | (labels != np.floor(labels))
     if np.any(bad):
-        value = labels.reshape(-1)[np.argmax(bad.reshape(-1))].item()
-        raise ValueError(
-            f"Label {value!r} is not a class id of the student's {num_classes} "
-            f"classes. Valid: the integers 0 to {num_classes - 1}, or -1 "
-            "(keras_kd.transfer.UNLABELED) for an unlabelled example."
+        raise label_value_error(labels.reshape(-1)[np.argmax(bad.reshape(-1))].item(), num_classes)
+
+
+def check_label_form(labels_shape, dtype_kind, dtype_name, logits_shape):
+    """The shape and dtype of labels (of an array or a `tf.TensorSpec`).
+
+    `dtype_kind` is the NumPy kind letter ("i", "f", ...); entries of the
+    shapes may be None (unknown). Returns True for one-hot (or soft) rows,
+    False for class ids, whose values are then still to check.
+    """
+    if dtype_kind not in "biuf":
+        raise TypeError(
+            f"Labels must be integer class ids or one-hot floats; got dtype {dtype_name}."
         )
+    labels_shape = tuple(labels_shape)
+    logits_shape = labels_shape[:1] + tuple(logits_shape[1:])
+    num_classes = logits_shape[-1]
+    rank = len(labels_shape)
+    if num_classes != 1 and rank == len(logits_shape) and labels_shape[-1] == num_classes:
+        return True
+    sparse_rank = len(logits_shape) - 1
+    if not (rank == sparse_rank or (rank == sparse_rank + 1 and labels_shape[-1] == 1)):
+        raise ValueError(_label_shape_message(labels_shape, logits_shape))
+    if dtype_kind == "b":
+        raise TypeError(
+            f"Labels must be integer class ids or one-hot floats; got dtype {dtype_name}."
+        )
+    return False
+
+
+def label_value_error(value, num_classes):
+    """The ValueError for a label that is not a class id of `num_classes`."""
+    return ValueError(
+        f"Label {value!r} is not a class id of the student's {num_classes} "
+        f"classes. Valid: the integers 0 to {num_classes - 1}, or -1 "
+        "(keras_kd.transfer.UNLABELED) for an unlabelled example."
+    )
+
+
+def first_bad_label(labels, num_classes):
+    """`(any_bad, first_bad)` for class ids, as `keras.ops` tensors.
+
+    The in-graph form of `check_label_array`'s value check, for steps whose
+    labels never reach the host: a label is bad when it is `>= num_classes`
+    or not a whole number (negative ids mark unlabelled rows).
+    """
+    labels = keras.ops.reshape(labels, (-1,))
+    values = keras.ops.cast(labels, "float32")
+    bad = keras.ops.logical_or(
+        keras.ops.greater_equal(values, float(num_classes)),
+        keras.ops.not_equal(values, keras.ops.floor(values)),
+    )
+    first = keras.ops.take(labels, keras.ops.argmax(keras.ops.cast(bad, "int32")))
+    return keras.ops.any(bad), first
+
+
+def valid_temperatures(values):
+    """Elementwise `check_temperature` over a NumPy array: finite and > 0."""
+    return np.isfinite(values) & (values > 0)
+
+
+def valid_alphas(values):
+    """Elementwise `check_alpha` over a NumPy array: in [0, 1] (NaN is not)."""
+    return (values >= 0) & (values <= 1)

@@ -125,13 +125,64 @@ def fit(y, x=None, alpha=0.5, method="fit"):
 
 
 def fit_dataset_with_bad_labels():
-    # Labels inside a dataset are checked in the train step (not up front):
-    # the error comes out of the backend's tracing (where TensorFlow's batch
-    # size is None), still raised by keras_kd.
+    # The first batch of a PyDataset is checked before training starts.
     teacher = make_mlp(16, name="teacher", batchnorm=False)
     student = make_mlp(4, name="student", batchnorm=False)
     model = keras_kd.Distiller(teacher, student, alpha=0.5).compile(optimizer="sgd")
     model.fit(ArrayBatches(W.x, np.zeros((32, 2), "float32")), epochs=1, verbose=0)
+
+
+def five_class_distiller(**kwargs):
+    """A Distiller of fresh tiny models with 5 classes (the issue's example)."""
+    teacher = make_mlp(16, num_classes=5, name="teacher", batchnorm=False)
+    student = make_mlp(4, num_classes=5, name="student", batchnorm=False)
+    return keras_kd.Distiller(teacher, student, **{"alpha": 0.5, **kwargs}).compile(optimizer="sgd")
+
+
+def labels_with(value, row=20):
+    """32 labels of class 0, except `value` at `row` (row 20 is in the third batch of 8)."""
+    labels = np.zeros(32, "int64")
+    labels[row] = value
+    return labels
+
+
+def tf_dataset(*arrays, batch_size=8):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(arrays if len(arrays) > 1 else arrays[0])
+    return dataset if batch_size is None else dataset.batch(batch_size)
+
+
+def batches(x, y=None, batch_size=8):
+    """A generator of batches, as users write one."""
+    for start in range(0, len(x), batch_size):
+        rows = slice(start, start + batch_size)
+        yield x[rows] if y is None else (x[rows], y[rows])
+
+
+def named_input_distiller():
+    """A Distiller whose models take a dict {"features": rows}."""
+
+    def model(hidden, name):
+        inputs = keras.Input((8,), name="features")
+        outputs = keras.layers.Dense(5)(keras.layers.Dense(hidden, activation="relu")(inputs))
+        return keras.Model(inputs, outputs, name=name)
+
+    return keras_kd.Distiller(model(16, "teacher"), model(4, "student"), alpha=0.5).compile(optimizer="sgd")
+
+
+def fit_generator(data, **kwargs):
+    return five_class_distiller(**kwargs).fit(data, steps_per_epoch=4, verbose=0)
+
+
+def fit_cached_with_labels(labels):
+    student = make_mlp(4, name="student", batchnorm=False)
+    model = keras_kd.Distiller(W.teacher, student, alpha=0.5).compile(optimizer="sgd")
+    model.fit(W.cache.dataset(W.x, labels, batch_size=8), verbose=0)
+
+
+def polynomial(initial, steps, end):
+    return keras.optimizers.schedules.PolynomialDecay(initial, steps, end_learning_rate=end)
 
 
 def fit_other_teacher_on_cache():
@@ -271,6 +322,142 @@ CATALOGUE = [
     # before any step runs; its message names both sizes.
     Case("labels of another length", lambda: fit(W.y[:10]), ValueError, ["'y' sizes: 10", "same number of samples"], origin="keras"),
     Case("labels of the wrong shape in a dataset", fit_dataset_with_bad_labels, ValueError, ["labels of shape (", ", 2) do not fit", "class ids of shape ("]),
+    # ---- Distiller.fit: every form of data (issue 18). A bad label in a
+    # later batch is found before its step; the rest before training.
+    Case(
+        "tf.data labels beyond the classes",
+        lambda: five_class_distiller().fit(tf_dataset(W.x, labels_with(9)), verbose=0),
+        ValueError,
+        ["label 9 is not a class id of the student's 5 classes", "integers 0 to 4"],
+    ),
+    Case(
+        "tf.data labels beyond the classes in the first batch",
+        lambda: five_class_distiller().fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0),
+        ValueError,
+        ["label 9 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "tf.data labels of the wrong shape",
+        lambda: five_class_distiller().fit(tf_dataset(W.x, np.zeros((32, 2), "int64")), verbose=0),
+        ValueError,
+        ["labels of shape (none, 2)", "class ids of shape (none,)"],
+    ),
+    Case(
+        "tf.data labels of dtype string",
+        lambda: five_class_distiller().fit(tf_dataset(W.x, np.array(["cat"] * 32)), verbose=0),
+        TypeError,
+        ["dtype string", "integer class ids or one-hot floats"],
+    ),
+    Case(
+        "tf.data not batched",
+        lambda: five_class_distiller().fit(tf_dataset(W.x, W.y, batch_size=None), verbose=0),
+        ValueError,
+        ["inputs have shape (8,)", "rows of shape (8,)", "batch them"],
+    ),
+    Case(
+        "tf.data without labels while alpha < 1",
+        lambda: five_class_distiller().fit(tf_dataset(W.x), verbose=0),
+        ValueError,
+        ["labels are missing, but alpha=0.5", "pass y to fit()"],
+    ),
+    Case(
+        "PyDataset labels beyond the classes in a later batch",
+        lambda: five_class_distiller().fit(ArrayBatches(W.x, labels_with(9, row=30)), verbose=0),
+        ValueError,
+        ["label 9 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "PyDataset labels beyond the classes in the first batch",
+        lambda: five_class_distiller().fit(ArrayBatches(W.x, labels_with(5, row=1)), verbose=0),
+        ValueError,
+        ["label 5 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "PyDataset evaluate labels beyond the classes",
+        lambda: five_class_distiller().evaluate(ArrayBatches(W.x, labels_with(7, row=30)), verbose=0),
+        ValueError,
+        ["label 7 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "generator labels beyond the classes in a later batch",
+        lambda: fit_generator(batches(W.x, labels_with(9))),
+        ValueError,
+        ["label 9 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "generator labels not whole numbers",
+        lambda: fit_generator(batches(W.x, np.full(32, 0.5, "float32"))),
+        ValueError,
+        ["label 0.5", "integers 0 to 4"],
+    ),
+    Case(
+        "generator inputs of the wrong shape",
+        lambda: fit_generator(batches(W.x[:, :5], W.y)),
+        ValueError,
+        ["inputs have shape (8, 5)", "rows of shape (8,)"],
+    ),
+    Case(
+        "generator without labels while alpha < 1",
+        lambda: fit_generator(batches(W.x)),
+        ValueError,
+        ["labels are missing, but alpha=0.5", "pass y to fit()"],
+    ),
+    Case(
+        "dict inputs with other keys",
+        lambda: named_input_distiller().fit({"pixels": W.x}, W.y, verbose=0),
+        ValueError,
+        ["a dict with keys ['pixels']", "inputs named ['features']", "exactly those keys"],
+    ),
+    Case(
+        "dict inputs of the wrong shape",
+        lambda: named_input_distiller().fit({"features": W.x[:, :5]}, W.y, verbose=0),
+        ValueError,
+        ["inputs 'features' have shape (32, 5)", "rows of shape (8,)"],
+    ),
+    Case(
+        "dict labels beyond the classes",
+        lambda: named_input_distiller().fit({"features": W.x}, labels_with(9), verbose=0),
+        ValueError,
+        ["label 9 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "cached dataset labels beyond the classes",
+        lambda: fit_cached_with_labels(labels_with(5)),
+        ValueError,
+        ["label 5 is not a class id of the student's 3 classes", "integers 0 to 2"],
+    ),
+    # ---- schedules that leave their valid range (issue 18): refused before
+    # training when the fit's length is known, else before the step.
+    Case(
+        "temperature schedule reaching 0",
+        lambda: five_class_distiller(temperature=polynomial(1.0, 2, -1.0)).fit(W.x, W.y, batch_size=8, epochs=2, verbose=0),
+        ValueError,
+        ["at training step 1", "`temperature(step=1)` must be > 0", "got 0.0"],
+    ),
+    Case(
+        "temperature schedule reaching 0 on a generator",
+        lambda: five_class_distiller(temperature=polynomial(1.0, 2, -1.0)).fit(batches(W.x, W.y), verbose=0),
+        ValueError,
+        ["at training step 1", "`temperature(step=1)` must be > 0", "got 0.0"],
+    ),
+    Case(
+        "temperature schedule not finite",
+        lambda: fit_generator(batches(W.x, W.y), temperature=lambda step: 4.0 + 0.0 * keras.ops.log(2.0 - step)),
+        ValueError,
+        ["at training step 2", "`temperature(step=2)` must be finite", "got nan"],
+    ),
+    Case(
+        "temperature schedule with ops.cond",
+        lambda: fit_generator(batches(W.x, W.y), temperature=lambda step: keras.ops.cond(step < 3, lambda: 2.0, lambda: -1.0)),
+        ValueError,
+        ["at training step 3", "`temperature(step=3)` must be > 0", "got -1.0"],
+    ),
+    Case(
+        "alpha schedule above 1",
+        lambda: five_class_distiller(alpha=polynomial(0.5, 4, 1.5)).fit(W.x, W.y, batch_size=8, verbose=0),
+        ValueError,
+        ["at training step 3", "`alpha(step=3)` must be in [0, 1]", "got 1.25"],
+    ),
     # ---- keras_kd.losses
     Case("soft_target_kl temperature zero", lambda: losses.soft_target_kl(LOGITS, LOGITS, 0.0), ValueError, ["got 0.0", "must be > 0"]),
     Case("soft_target_kl temperature negative", lambda: losses.soft_target_kl(LOGITS, LOGITS, -1), ValueError, ["got -1.0", "must be > 0"]),
@@ -401,3 +588,94 @@ def test_the_catalogue_has_at_least_30_distinct_cases():
     assert len(set(ids)) == len(ids), "case ids repeat"
     assert all(len(case.fragments) >= 2 and case.origin in ("keras_kd", "keras", "cli") for case in CATALOGUE)
     assert len(CATALOGUE) >= 30, len(CATALOGUE)
+
+
+# ------------------------------------------------------------------ after a refused fit (issue 18)
+
+
+def _failing_fits():
+    """(id, make_distiller, bad_fit): each `bad_fit(distiller)` raises ValueError."""
+    schedule = lambda: polynomial(1.0, 2, -1.0)  # noqa: E731
+    return [
+        # The first step's batch (on JAX the step would have detached the variables).
+        ("tf.data first batch", five_class_distiller, lambda d: d.fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0)),
+        ("tf.data later batch", five_class_distiller, lambda d: d.fit(tf_dataset(W.x, labels_with(9)), verbose=0)),
+        ("PyDataset first batch", five_class_distiller, lambda d: d.fit(ArrayBatches(W.x, labels_with(9, row=0)), verbose=0)),
+        ("generator later batch", five_class_distiller, lambda d: d.fit(batches(W.x, labels_with(9)), verbose=0)),
+        ("evaluate later batch", five_class_distiller, lambda d: d.evaluate(ArrayBatches(W.x, labels_with(9, row=30)), verbose=0)),
+        (
+            "temperature schedule at a step",
+            lambda: five_class_distiller(temperature=schedule()),
+            lambda d: d.fit(batches(W.x, W.y), verbose=0),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("make_distiller, bad_fit", [pytest.param(m, f, id=i) for i, m, f in _failing_fits()])
+def test_after_a_refused_fit_the_distiller_trains_and_saves(make_distiller, bad_fit, tmp_path):
+    distiller_ = make_distiller()
+    before = [weight.copy() for weight in distiller_.student.get_weights()]
+    with pytest.raises(ValueError):
+        bad_fit(distiller_)
+    # The variables hold values (not emptied ones reading as initializers).
+    after_error = distiller_.student.get_weights()
+    if distiller_.optimizer.iterations.numpy() == 0:
+        for old, new in zip(before, after_error):
+            np.testing.assert_array_equal(old, new)
+    distiller_.evaluate(W.x, W.y, verbose=0)
+    if distiller_.step_checks.schedules:
+        # The schedule stays refused from the step it was refused at: a new
+        # optimizer starts again at step 0, where it is valid.
+        distiller_.compile(optimizer="sgd")
+    history = distiller_.fit(W.x, W.y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert any(not np.allclose(a, b) for a, b in zip(after_error, distiller_.student.get_weights()))
+    distiller_.save(tmp_path / "distiller.keras")
+    distiller_.student.save(tmp_path / "student.keras")
+    loaded = keras.saving.load_model(tmp_path / "student.keras")
+    np.testing.assert_allclose(loaded.predict(W.x, verbose=0), distiller_.student.predict(W.x, verbose=0), atol=1e-6)
+    reloaded = keras.saving.load_model(tmp_path / "distiller.keras")
+    np.testing.assert_allclose(reloaded.predict(W.x, verbose=0), distiller_.predict(W.x, verbose=0), atol=1e-6)
+
+
+def test_a_refused_first_batch_writes_nothing(tmp_path):
+    callbacks = [
+        keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "checkpoint.keras")),
+        keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
+    ]
+    with pytest.raises(ValueError, match="Label 9"):
+        five_class_distiller().fit(ArrayBatches(W.x, labels_with(9, row=0)), callbacks=callbacks, verbose=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_checked_generator_loses_no_batch():
+    yielded = []
+
+    def counted():
+        for batch in batches(W.x, W.y):
+            yielded.append(batch)
+            yield batch
+
+    distiller_ = five_class_distiller()
+    distiller_.fit(counted(), steps_per_epoch=4, verbose=0)
+    assert len(yielded) == 4
+    assert int(distiller_.optimizer.iterations.numpy()) == 4
+
+
+def test_a_schedule_of_an_unknown_length_fit_stops_before_its_bad_step():
+    # A generator's length is unknown, so the schedule is checked step by
+    # step: the steps before the bad one run, that one does not.
+    distiller_ = five_class_distiller(temperature=polynomial(3.0, 3, -3.0))
+    with pytest.raises(ValueError, match="at training step 2"):
+        distiller_.fit(batches(W.x, W.y), verbose=0)
+    assert int(distiller_.optimizer.iterations.numpy()) == 2
+
+
+def test_a_schedule_past_the_fit_is_not_refused():
+    # The schedule leaves its range at step 4; this fit runs steps 0 to 3.
+    distiller_ = five_class_distiller(temperature=polynomial(4.0, 4, 0.0))
+    history = distiller_.fit(W.x, W.y, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    with pytest.raises(ValueError, match="at training step 4"):
+        distiller_.fit(W.x, W.y, batch_size=8, verbose=0)

@@ -36,3 +36,13 @@ def train_step(distiller, *args):
 
 def test_step(distiller, *args):
     return _module().test_step(distiller, *args)
+
+
+def checked_step_function(function, checks, training):
+    """Wraps a step function Keras made so `checks` (a `fit_checks.StepChecks`) run first."""
+    return _module().checked_step_function(function, checks, training)
+
+
+def keeping_state(distiller, checks):
+    """A context in which a failed fit/evaluate leaves the Distiller's variables usable."""
+    return _module().keeping_state(distiller, checks)

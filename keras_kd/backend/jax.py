@@ -6,6 +6,8 @@ the Distiller's variables to those values, so the backend-independent code
 in the Distiller reads and assigns variables as usual.
 """
 
+import contextlib
+
 import jax
 import keras
 
@@ -74,3 +76,74 @@ def _current_values(scope, variables, previous_values):
         current = scope.get_current_value(variable)
         values.append(previous if current is None else current)
     return values
+
+
+def checked_step_function(function, checks, training):
+    # Keras's JAX step function pulls batches from `iterator` in Python and
+    # hands them to the jitted step: each is checked on the host first.
+    # Checking before the jitted step matters: a step that fails after it
+    # started has consumed (donated) the state it was given.
+    def checked(state, iterator):
+        if training:
+            checks.before_train_call()
+        outputs = function(state, _CheckedBatches(iterator, checks))
+        checks.completed_calls += 1
+        return outputs
+
+    return checked
+
+
+class _CheckedBatches:
+    def __init__(self, iterator, checks):
+        self._iterator, self._checks = iterator, checks
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._iterator)
+        self._checks.check_batch(batch)
+        return batch
+
+
+@contextlib.contextmanager
+def keeping_state(distiller, checks):
+    """Reattaches the variables' values when a fit or evaluate fails.
+
+    Keras's JAX `fit` and `evaluate` detach every variable's value while
+    they run (the state travels through the jitted steps) and reattach the
+    last step's at the end, which `evaluate` skips on an error and neither
+    can do when the first step fails: the variables would then read as
+    their initializers. Their values at the start are kept until then.
+    """
+    variables = _state_variables(distiller)
+    values = {id(variable): variable.value for variable in variables}
+    calls = checks.completed_calls
+    try:
+        yield
+    except BaseException:
+        if checks.completed_calls > calls:
+            distiller.jax_state_sync()  # The last completed step's state.
+        else:
+            for variable in _state_variables(distiller):
+                value = values.get(id(variable))
+                if value is None or _is_deleted(value):
+                    # Created during the call (optimizer slots, metrics):
+                    # its initial value.
+                    value = variable.value
+                variable.assign(value)
+        raise
+
+
+def _state_variables(distiller):
+    optimizer = getattr(distiller, "optimizer", None)
+    return (
+        list(distiller.trainable_variables)
+        + list(distiller.non_trainable_variables)
+        + (list(optimizer.variables) if optimizer is not None else [])
+        + list(distiller.metrics_variables)
+    )
+
+
+def _is_deleted(value):
+    return getattr(value, "is_deleted", lambda: False)()

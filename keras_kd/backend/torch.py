@@ -1,5 +1,7 @@
 """PyTorch: autograd on the student's forward pass; the teacher under no_grad."""
 
+import contextlib
+
 import torch
 
 
@@ -21,3 +23,24 @@ def test_step(distiller, data):
         batch = distiller.prepare_batch(data, training=False)
         outputs = distiller.compute_step_loss(batch, training=False)
         return distiller.update_metrics(batch, outputs)
+
+
+def checked_step_function(function, checks, training):
+    # Keras hands the step a list of one batch (steps_per_execution is 1),
+    # on the host: its labels are checked before the step, which may be
+    # torch.compile'd, sees them.
+    def checked(data):
+        for batch in data:
+            checks.check_batch(batch)
+        if training:
+            checks.before_train_call()
+        outputs = function(data)
+        checks.completed_calls += 1
+        return outputs
+
+    return checked
+
+
+def keeping_state(distiller, checks):
+    # PyTorch's trainer keeps the variables attached throughout.
+    return contextlib.nullcontext()

@@ -1,0 +1,238 @@
+"""What `Distiller.fit` and `evaluate` check about their data and schedules, and when.
+
+Before training starts (no step has run, no callback has written a file):
+
+- the data's first batch, whatever form the data take: NumPy arrays and
+  dicts of them (all rows), a `keras.utils.PyDataset` (batch 0, read by
+  index; the cached datasets of `keras_kd.cache` are PyDatasets), a Python
+  generator (its first batch, which `fit` then replays, so nothing is
+  lost), and a `tf.data.Dataset` (its element spec: shapes and dtypes, as
+  reading a batch could fill a shuffle buffer). Checked: the input shapes,
+  missing labels, and the labels' shape, dtype and class ids.
+- the temperature and alpha schedules at every step the fit will run, when
+  that number is known (`planned_steps`).
+
+At each step, before the batch changes any weight (`StepChecks`):
+
+- the labels of the batch: on the host on JAX and PyTorch, before the
+  batch enters the (compiled) step; inside the graph on TensorFlow, whose
+  batches never leave it (`tf.debugging.Assert`, which XLA ignores:
+  `jit_compile=True` on TensorFlow skips this check);
+- the schedules, by chunks of `hyperparameters.CHECK_CHUNK_STEPS` steps.
+
+Each failure is a `ValueError` naming the value and what is valid, and the
+Distiller stays trainable and savable (`keras_kd.backend.keeping_state`).
+"""
+
+import collections
+import inspect
+import math
+
+import keras
+import numpy as np
+
+from keras_kd import cache as kd_cache
+from keras_kd import validation
+
+# What fit can see of its data before training: `data` to pass on in place
+# of the user's (a generator is replaced by one that replays its first
+# batch); `inputs` and `labels` of the first batch (arrays, or the
+# `tf.TensorSpec`s of a dataset; labels None when absent); `seen` False
+# for data whose first batch cannot be read without consuming it.
+FirstBatch = collections.namedtuple("FirstBatch", ["data", "inputs", "labels", "seen"])
+
+# What the models need of the data. `input_shapes`: {input name: shape},
+# None for models without a static input; `logits_shape`: the student's
+# output shape when its labels are checked (the default hard-label loss),
+# else None; `missing_labels`: the error for absent labels, None when
+# labels may be absent.
+Requirements = collections.namedtuple("Requirements", ["input_shapes", "logits_shape", "missing_labels"])
+
+
+def first_batch(x, y):
+    """Reads the first batch of `x` (and `y`) without consuming the user's data."""
+    if inspect.isgenerator(x):
+        try:
+            batch = next(x)
+        except StopIteration:
+            return FirstBatch(_replay((), x), None, None, False)
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(batch))
+        return FirstBatch(_replay((batch,), x), inputs, labels, True)
+    if isinstance(x, keras.utils.PyDataset):
+        if x.num_batches == 0:
+            return FirstBatch(x, None, None, False)
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(x[0]))
+        return FirstBatch(x, inputs, labels, True)
+    if hasattr(x, "element_spec"):  # A tf.data.Dataset.
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(x.element_spec))
+        return FirstBatch(x, inputs, labels, True)
+    if isinstance(x, (np.ndarray, dict)):
+        return FirstBatch(x, x, y if isinstance(y, np.ndarray) else None, y is None or isinstance(y, np.ndarray))
+    return FirstBatch(x, None, None, False)
+
+
+def check_first_batch(batch, requirements):
+    """Raises for a first batch that the models cannot train on."""
+    if batch.inputs is not None:
+        inputs, _ = kd_cache.split_cached(batch.inputs)
+        _check_inputs(inputs, requirements.input_shapes)
+    if not batch.seen:
+        return
+    if batch.labels is None:
+        if requirements.missing_labels is not None:
+            raise requirements.missing_labels
+        return
+    if requirements.logits_shape is not None:
+        _check_labels(batch.labels, requirements.logits_shape)
+
+
+def planned_steps(x, fit_arguments):
+    """How many train steps `fit(x, ...)` runs, when that is known; else None.
+
+    Never more than it runs: a schedule checked up front over these steps
+    must not be refused for a value it would never reach.
+    """
+    epochs = fit_arguments.get("epochs", 1) - fit_arguments.get("initial_epoch", 0)
+    steps_per_epoch = fit_arguments.get("steps_per_epoch")
+    if steps_per_epoch is None:
+        steps_per_epoch = _batches_per_epoch(x, fit_arguments)
+    if steps_per_epoch is None or epochs <= 0:
+        return None
+    return steps_per_epoch * epochs
+
+
+def _batches_per_epoch(x, fit_arguments):
+    if isinstance(x, keras.utils.PyDataset):
+        return x.num_batches
+    if hasattr(x, "cardinality"):
+        cardinality = int(x.cardinality())
+        return cardinality if cardinality >= 0 else None
+    leaves = keras.tree.flatten(x) if isinstance(x, (np.ndarray, dict, list, tuple)) else []
+    if not leaves or not all(isinstance(leaf, np.ndarray) for leaf in leaves):
+        return None
+    # As Keras splits off validation rows and batches the rest.
+    rows = math.ceil(len(leaves[0]) * (1.0 - (fit_arguments.get("validation_split") or 0.0)))
+    return math.ceil(rows / (fit_arguments.get("batch_size") or 32))
+
+
+def _check_inputs(inputs, input_shapes):
+    if input_shapes is None:
+        return
+    if isinstance(inputs, dict):
+        if set(inputs) != set(input_shapes):
+            raise ValueError(
+                f"The inputs are a dict with keys {sorted(inputs)}, but the teacher "
+                f"and the student take inputs named {sorted(input_shapes)}. Valid: "
+                "a dict with exactly those keys, or an array for a model with one input."
+            )
+        for name, shape in input_shapes.items():
+            if _shape_of(inputs[name]) is not None:
+                validation.check_input_shape(_shape_of(inputs[name]), shape, name=name)
+        return
+    if len(input_shapes) == 1 and _shape_of(inputs) is not None:
+        validation.check_input_shape(_shape_of(inputs), next(iter(input_shapes.values())))
+
+
+def _check_labels(labels, logits_shape):
+    if isinstance(labels, np.ndarray):
+        validation.check_label_array(labels, logits_shape)
+        return
+    shape, dtype = _shape_of(labels), getattr(labels, "dtype", None)
+    if shape is None or not hasattr(dtype, "as_numpy_dtype"):
+        return
+    # A tf.TensorSpec: its shape and dtype now, its values in the steps.
+    kind = "U" if dtype.name == "string" else np.dtype(dtype.as_numpy_dtype).kind
+    validation.check_label_form(shape, kind, dtype.name, logits_shape)
+
+
+def _shape_of(value):
+    """The shape of an array or `tf.TensorSpec` as a tuple; None if unknown."""
+    shape = getattr(value, "shape", None)
+    if shape is None or getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(shape)
+
+
+def _as_tuple(batch):
+    return tuple(batch) if isinstance(batch, list) else batch
+
+
+def _replay(first_batches, generator):
+    """A generator of `first_batches`, then the rest of `generator`."""
+    yield from first_batches
+    yield from generator
+
+
+class StepChecks:
+    """The checks run before each step's batch reaches the compiled step.
+
+    A Distiller holds one; `fit` calls `begin`, and `wrap` puts it around
+    the step functions Keras makes (`keras_kd.backend.checked_step_function`
+    arranges it per backend).
+
+    Args:
+        schedules: The `hyperparameters.ScheduledValue`s that change with
+            the step (temperature, alpha).
+
+    Attributes:
+        enabled: False skips the per-step checks of later fits (the checks
+            before training stay); `bench/step_checks.py` measures their
+            cost this way.
+    """
+
+    def __init__(self, schedules):
+        self.enabled = True
+        self.schedules = [value for value in schedules if not value.is_constant]
+        self.logits_shape = None
+        self.steps_per_call = 1
+        self.completed_calls = 0
+        self._next_step = None
+
+    @property
+    def num_classes(self):
+        """The classes of the sparse labels to check, or None for no check."""
+        return None if self.logits_shape is None else self.logits_shape[-1]
+
+    def checks_labels(self, labels):
+        """Whether `labels` (of a batch) are class ids that the steps check."""
+        if not self.enabled or self.logits_shape is None or labels is None:
+            return False
+        one_hot = (
+            self.num_classes != 1
+            and len(labels.shape) == len(self.logits_shape)
+            and labels.shape[-1] == self.num_classes
+        )
+        return not one_hot
+
+    def begin(self, first_step, planned, logits_shape, steps_per_call):
+        """Starts a fit at `first_step`; checks the schedules over `planned` steps."""
+        self._next_step = first_step
+        self.logits_shape = logits_shape
+        self.steps_per_call = steps_per_call
+        if planned:
+            self._check_schedules(first_step, first_step + planned)
+
+    def begin_evaluation(self, logits_shape):
+        self.logits_shape = logits_shape
+
+    def before_train_call(self):
+        if not self.enabled or self._next_step is None or not self.schedules:
+            return
+        step = self._next_step
+        self._next_step += self.steps_per_call
+        self._check_schedules(step, step + self.steps_per_call)
+
+    def check_batch(self, batch):
+        """Checks one batch's labels on the host (JAX, PyTorch)."""
+        if not self.enabled or self.logits_shape is None:
+            return
+        _, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(batch))
+        if labels is not None:
+            validation.check_label_array(keras.ops.convert_to_numpy(labels), self.logits_shape)
+
+    def label_error(self, value):
+        return validation.label_value_error(value, self.num_classes)
+
+    def _check_schedules(self, start, stop):
+        for value in self.schedules:
+            value.check_steps(start, stop)
