@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from keras_kd import validation
-from keras.src.losses.loss import scale_loss_for_distribution
+from keras_kd.backend import _keras_compat
 
 # Tags the failed assertion of a bad label, so that the step function can
 # tell it from other errors and raise the ValueError of `fit_checks`.
@@ -22,7 +22,7 @@ def train_step(distiller, data):
     with tf.GradientTape() as tape:
         outputs = distiller.compute_step_loss(batch, training=True)
         # Under tf.distribute each replica's gradients are summed.
-        loss = distiller.optimizer.scale_loss(scale_loss_for_distribution(outputs.loss))
+        loss = distiller.optimizer.scale_loss(_keras_compat.scale_loss_for_distribution(outputs.loss))
     variables = distiller.trainable_variables
     gradients = tape.gradient(loss, variables)
     distiller.optimizer.apply(gradients, variables)
