@@ -161,16 +161,10 @@ def plot_comparison(report, path, *, size=DEFAULT_SIZE, dpi=DEFAULT_DPI, title=N
     )
     _grouped_bars(parameters, names, {"parameters": per_model("parameters")}, "Parameters")
     _grouped_bars(file_size, names, {"size": per_model("size_mb")}, "Size of .keras (MB)")
-    _grouped_bars(
-        latency, names, per_batch_size("p50_ms_per_sample"), "Latency p50 (ms/sample)", log=True
-    )
-    _grouped_bars(
-        throughput, names, per_batch_size("throughput"), "Throughput (samples/s)", log=True
-    )
+    _grouped_bars(latency, names, per_batch_size("p50_ms_per_sample"), "Latency p50 (ms/sample)", log=True)
+    _grouped_bars(throughput, names, per_batch_size("throughput"), "Throughput (samples/s)", log=True)
     environment = data.get("environment", {})
-    figure.suptitle(
-        title or f"{environment.get('backend', '?')} on {environment.get('device', '?')}"
-    )
+    figure.suptitle(title or f"{environment.get('backend', '?')} on {environment.get('device', '?')}")
     return _save(figure, path)
 
 
@@ -216,11 +210,11 @@ def plot_heatmap(rows, path, *, title="", objective="val_accuracy"):
     for row in scored:
         cell = temperatures.index(row["temperature"]), alphas.index(row["alpha"])
         grid[cell] = np.nanmax([grid[cell], 100.0 * row[objective]])
-    name = f"validation {objective[len(_VALIDATION_PREFIX):]}" if objective.startswith(_VALIDATION_PREFIX) else objective
-    label = f"{name.replace('_', ' ')} (%)"  # "val_accuracy" -> "validation accuracy (%)"
-    figure = _new_figure(
-        figsize=(max(5.5, 2.0 + 0.9 * len(alphas)), max(3.5, 1.5 + 0.6 * len(temperatures))), dpi=120
+    name = (
+        f"validation {objective[len(_VALIDATION_PREFIX) :]}" if objective.startswith(_VALIDATION_PREFIX) else objective
     )
+    label = f"{name.replace('_', ' ')} (%)"  # "val_accuracy" -> "validation accuracy (%)"
+    figure = _new_figure(figsize=(max(5.5, 2.0 + 0.9 * len(alphas)), max(3.5, 1.5 + 0.6 * len(temperatures))), dpi=120)
     axes = figure.subplots()
     image = axes.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
     axes.set_xticks(range(len(alphas)), [f"{value:g}" for value in alphas])
@@ -239,9 +233,7 @@ def plot_heatmap(rows, path, *, title="", objective="val_accuracy"):
                 color = "black" if value > middle else "white"
                 axes.text(column_index, row_index, f"{value:.1f}", ha="center", va="center", fontsize=8, color=color)
         best_row, best_column = np.unravel_index(np.nanargmax(grid), grid.shape)
-        axes.add_patch(
-            Rectangle((best_column - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
-        )
+        axes.add_patch(Rectangle((best_column - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     figure.tight_layout()
     return _save(figure, path)
 
@@ -289,9 +281,7 @@ def _draw_curves(axes, names, series, percent):
         values = series[name] * (100.0 if percent and np.nanmax(series[name]) <= 1.0 else 1.0)
         epochs = np.arange(1, len(values) + 1)
         line_style = "--" if name.startswith(_VALIDATION_PREFIX) else "-"
-        (line,) = axes.plot(
-            epochs, values, line_style, marker="o", markersize=3, label=name, color=colors.get(base)
-        )
+        (line,) = axes.plot(epochs, values, line_style, marker="o", markersize=3, label=name, color=colors.get(base))
         colors.setdefault(base, line.get_color())
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -311,21 +301,14 @@ def _grouped_bars(axes, names, groups, title, log=False, zoom=False):
     width = 0.8 / max(len(groups), 1)
     for index, (label, values) in enumerate(groups.items()):
         heights = [np.nan if value is None else value for value in values]
-        bars = axes.bar(
-            positions + (index - (len(groups) - 1) / 2) * width, heights, width, label=label
-        )
+        bars = axes.bar(positions + (index - (len(groups) - 1) / 2) * width, heights, width, label=label)
         axes.bar_label(bars, labels=[_short_number(value) for value in heights], fontsize="x-small")
     axes.set_xticks(positions, names)
     axes.set_title(title)
     axes.grid(axis="y", alpha=0.3)
     if log:
         axes.set_yscale("log")
-    finite = [
-        value
-        for values in groups.values()
-        for value in values
-        if value is not None and math.isfinite(value)
-    ]
+    finite = [value for values in groups.values() for value in values if value is not None and math.isfinite(value)]
     if zoom and finite:
         # Accuracies of 90-100 % would look equal on an axis from 0: start
         # at the decade below the lowest bar (the bar labels give the values).
@@ -371,9 +354,7 @@ def _check_size(size):
 def _save(figure, path):
     """Renders `figure` to the PNG `path`, atomically; returns `path`."""
     if not os.fspath(path).lower().endswith(".png"):
-        raise ValueError(
-            f"Plots are written as PNG; give a path ending in .png, not {os.fspath(path)!r}."
-        )
+        raise ValueError(f"Plots are written as PNG; give a path ending in .png, not {os.fspath(path)!r}.")
     with atomic_file(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png", dpi=figure.dpi)
     return path

@@ -30,9 +30,7 @@ CLAIM = (
 
 
 def add_arguments(parser):
-    support.add_training_arguments(
-        parser, batch_size=128, learning_rate=0.05, temperature=4.0, alpha=1.0, augment=True
-    )
+    support.add_training_arguments(parser, batch_size=128, learning_rate=0.05, temperature=4.0, alpha=1.0, augment=True)
     parser.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default 5e-4)")
     support.add_architecture_arguments(parser, teacher="resnet18", student="resnet18")

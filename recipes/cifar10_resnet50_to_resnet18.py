@@ -37,9 +37,7 @@ CLAIM = (
 
 
 def add_arguments(parser):
-    support.add_training_arguments(
-        parser, batch_size=128, learning_rate=0.05, temperature=5.0, alpha=0.9, augment=True
-    )
+    support.add_training_arguments(parser, batch_size=128, learning_rate=0.05, temperature=5.0, alpha=0.9, augment=True)
     parser.add_argument("--final-temperature", type=float, default=1.0, help="T at the last step (default 1)")
     parser.add_argument("--final-alpha", type=float, default=0.1, help="alpha at the last step (default 0.1)")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")

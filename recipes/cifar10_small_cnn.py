@@ -39,9 +39,7 @@ LATENCY_BATCH_SIZE = 128
 
 
 def add_arguments(parser):
-    support.add_training_arguments(
-        parser, batch_size=128, learning_rate=1e-3, temperature=4.0, alpha=0.7, augment=True
-    )
+    support.add_training_arguments(parser, batch_size=128, learning_rate=1e-3, temperature=4.0, alpha=0.7, augment=True)
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (default 1e-4)")
     support.add_architecture_arguments(parser, teacher="small_cnn_teacher", student="small_cnn_student")
 
@@ -57,7 +55,9 @@ def main(argv=None):
     data = support.load_data(args.dataset, smoke=args.smoke, seed=args.seed)
     output = support.RecipeOutput(args, data, CLAIM)
 
-    fit = support.trainer(args, data, lambda _: keras.optimizers.Adam(args.learning_rate, weight_decay=args.weight_decay))
+    fit = support.trainer(
+        args, data, lambda _: keras.optimizers.Adam(args.learning_rate, weight_decay=args.weight_decay)
+    )
 
     keras.utils.set_random_seed(args.seed)
     teacher = models.get(args.teacher)(data.input_shape, data.num_classes, name="teacher")
@@ -69,7 +69,11 @@ def main(argv=None):
     output.add_history("student_baseline", fit(student_baseline, augmentation=support.augmentation(args)))
     keras.utils.set_random_seed(args.seed)
     distiller = keras_kd.Distiller(
-        teacher, student_distilled, temperature=args.temperature, alpha=args.alpha, augmentation=support.augmentation(args)
+        teacher,
+        student_distilled,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        augmentation=support.augmentation(args),
     )
     output.add_history("student_distilled", fit(distiller))
 

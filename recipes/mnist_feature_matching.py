@@ -17,7 +17,6 @@ history.json (the teacher's) and teacher.keras, and prints a table.
 """
 
 import numpy as np
-
 import support  # recipes/support.py, beside this script
 
 RECIPE = "mnist_feature_matching"
@@ -80,7 +79,9 @@ def main(argv=None):
     accuracies = {name: [] for name in methods}
     for seed in args.seeds:
         keras.utils.set_random_seed(seed)
-        initial = models.mnist_cnn_teacher(data.input_shape, data.num_classes, filters=(8, 16), dense_units=32, name="cnn_student")
+        initial = models.mnist_cnn_teacher(
+            data.input_shape, data.num_classes, filters=(8, 16), dense_units=32, name="cnn_student"
+        )
         for name, make_distiller in methods.items():
             student = support.same_initial_weights(initial)
             keras.utils.set_random_seed(seed)

@@ -76,9 +76,15 @@ def main(argv=None):
     )
     return output.finish(
         table,
-        {"test_errors": errors, "test_examples": len(data.y_test), "paper_test_errors": paper, "teacher_epochs": teacher_epochs},
+        {
+            "test_errors": errors,
+            "test_examples": len(data.y_test),
+            "paper_test_errors": paper,
+            "teacher_epochs": teacher_epochs,
+        },
         comparison,
     )
+
 
 if __name__ == "__main__":
     support.run(main)

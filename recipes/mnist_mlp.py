@@ -74,5 +74,6 @@ def main(argv=None):
     )
     return output.finish(f"{tables}\n\n{summary}", {"student_time_saving": saving}, comparison)
 
+
 if __name__ == "__main__":
     support.run(main)

@@ -27,7 +27,6 @@ and the models, and prints a table.
 import math
 
 import numpy as np
-
 import support  # recipes/support.py, beside this script
 
 RECIPE = "mnist_transfer_set"

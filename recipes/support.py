@@ -70,7 +70,9 @@ def parse_args(recipe, description, argv=None, *, epochs, datasets, add_argument
     """
     parser = argparse.ArgumentParser(prog=f"recipes/{recipe}.py", description=description)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="Keras backend (default: KERAS_BACKEND)")
-    parser.add_argument("--epochs", type=arguments.positive_int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument(
+        "--epochs", type=arguments.positive_int, default=epochs, help=f"training epochs (default {epochs})"
+    )
     parser.add_argument("--dataset", choices=datasets, default=datasets[0], help=f"default {datasets[0]}")
     parser.add_argument("--smoke", action="store_true", help="tiny and fast, to check the recipe runs (not a result)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -124,12 +126,12 @@ def add_training_arguments(parser, *, batch_size, learning_rate, temperature, al
     """
     parser.add_argument("--batch-size", type=arguments.positive_int, default=batch_size, help=f"default {batch_size}")
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help=f"default {learning_rate}")
-    parser.add_argument("--temperature", type=float, default=temperature, help=f"distillation T (default {temperature})")
+    parser.add_argument(
+        "--temperature", type=float, default=temperature, help=f"distillation T (default {temperature})"
+    )
     parser.add_argument("--alpha", type=float, default=alpha, help=f"weight of the soft term (default {alpha})")
     if augment is not None:
-        parser.add_argument(
-            "--no-augment", dest="augment", action="store_false", help="train without flips and shifts"
-        )
+        parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without flips and shifts")
 
 
 def select_backend(backend):
@@ -378,11 +380,7 @@ def parameter_count(model):
     import numpy as np
 
     return int(
-        sum(
-            np.prod(weight.shape)
-            for weight in model.weights
-            if weight.name not in ("moving_mean", "moving_variance")
-        )
+        sum(np.prod(weight.shape) for weight in model.weights if weight.name not in ("moving_mean", "moving_variance"))
     )
 
 
@@ -531,10 +529,7 @@ class RecipeOutput:
         if self.data.is_stand_in or self.results["smoke"]:
             settings = self.results["settings"]
             overridden = ", ".join(f"{key}={settings[key]}" for key in SMOKE_OVERRIDES if key in settings)
-            warning = (
-                f"> SMOKE RUN on {self.data.description}, with {overridden}. "
-                "These numbers are not results.\n\n"
-            )
+            warning = f"> SMOKE RUN on {self.data.description}, with {overridden}. These numbers are not results.\n\n"
         report = (
             f"# {self.results['recipe']}\n\n{warning}"
             f"Backend: {self.results['backend']}. Data: {self.data.description}.\n\n"
@@ -553,7 +548,9 @@ class RecipeOutput:
         except ImportError:
             return  # keras_kd.plots (matplotlib) is optional for a recipe.
         for name, history in self.histories.items():
-            file_name = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")  # "(a) labels only seed 0" -> a_labels_only_seed_0
+            file_name = re.sub(r"[^A-Za-z0-9]+", "_", name).strip(
+                "_"
+            )  # "(a) labels only seed 0" -> a_labels_only_seed_0
             plots.plot_history(history, self.directory / f"history_{file_name}.png")
         if comparison is not None:
             plots.plot_comparison(comparison, self.directory / "comparison.png")

@@ -14,8 +14,8 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REQUESTED_BACKEND, assert_one_line_error
 
+from conftest import REQUESTED_BACKEND, assert_one_line_error
 from keras_kd import cli, datasets
 from keras_kd.distiller import Distiller
 
@@ -49,9 +49,7 @@ def files(tmp_path_factory):
     keras.utils.set_random_seed(0)
     x, y = datasets.load("digits", "train")
     teacher = _mlp(32, "teacher")
-    teacher.compile(
-        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
+    teacher.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     teacher.fit(x[:256], y[:256], epochs=3, verbose=0)
     names = ("teacher", "student", "wide", "mnist_teacher", "distiller")
     paths = {name: str(directory / f"{name}.keras") for name in names}
@@ -119,9 +117,7 @@ def test_distill_writes_a_student_that_learned(files, tmp_path, capsys):
     assert student.count_params() == keras.saving.load_model(files["student"]).count_params()
     assert not student.compiled  # No optimizer state in the file.
     initial = keras.saving.load_model(files["student"])
-    assert any(
-        not np.array_equal(a, b) for a, b in zip(student.get_weights(), initial.get_weights())
-    )
+    assert any(not np.array_equal(a, b) for a, b in zip(student.get_weights(), initial.get_weights()))
     assert os.path.getsize(plot) > 10_000
 
 
@@ -135,9 +131,7 @@ def test_distill_builds_a_student_by_architecture_name(files, tmp_path, capsys):
 
 
 def test_report_prints_tables_and_writes_json_and_plot(files, tmp_path, capsys):
-    json_path, plot_path, markdown_path = (
-        str(tmp_path / name) for name in ("report.json", "report.png", "report.md")
-    )
+    json_path, plot_path, markdown_path = (str(tmp_path / name) for name in ("report.json", "report.png", "report.md"))
     argv = [
         "report",
         "--model",
@@ -146,9 +140,7 @@ def test_report_prints_tables_and_writes_json_and_plot(files, tmp_path, capsys):
         files["student"],
         *FAST_REPORT,
     ]
-    status, out, _ = _main(
-        argv + ["--json", json_path, "--plot", plot_path, "--markdown", markdown_path], capsys
-    )
+    status, out, _ = _main(argv + ["--json", json_path, "--plot", plot_path, "--markdown", markdown_path], capsys)
     assert status == 0
     assert "| teacher | " in out and "| student | " in out
     assert open(markdown_path).read() == out
@@ -298,9 +290,7 @@ def test_bad_files_end_in_one_line_not_a_traceback(files, tmp_path):
         (str(tmp_path / "missing.keras"), "no such file"),
         (files["corrupted"], "not a .keras archive"),
     ):
-        result = _subprocess(
-            "distill", "--teacher", teacher, "--student", files["student"], "--dataset", "digits"
-        )
+        result = _subprocess("distill", "--teacher", teacher, "--student", files["student"], "--dataset", "digits")
         assert_one_line_error(result.returncode, result.stderr, fragment)
 
 
@@ -320,7 +310,4 @@ def test_distill_end_to_end(files, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "━" in result.stdout and "teacher_agreement" in result.stdout  # Keras's progress bar.
     assert "Saved the distilled student" in result.stdout
-    assert (
-        keras.saving.load_model(student).count_params()
-        == keras.saving.load_model(files["student"]).count_params()
-    )
+    assert keras.saving.load_model(student).count_params() == keras.saving.load_model(files["student"]).count_params()

@@ -11,8 +11,8 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import REQUESTED_BACKEND, assert_one_line_error
 
+from conftest import REQUESTED_BACKEND, assert_one_line_error
 from keras_kd import cli, datasets
 from keras_kd.cli import demo_app
 
@@ -75,9 +75,7 @@ def test_the_two_students_of_a_seed_differ_only_by_distillation(short_demo):
         labels_only = keras.saving.load_model(run["labels_only"]["path"])
         distilled = keras.saving.load_model(run["distilled"]["path"])
         assert [w.shape for w in labels_only.weights] == [w.shape for w in distilled.weights]
-        different = [
-            not np.array_equal(a, b) for a, b in zip(labels_only.get_weights(), distilled.get_weights())
-        ]
+        different = [not np.array_equal(a, b) for a, b in zip(labels_only.get_weights(), distilled.get_weights())]
         assert any(different)  # They trained on different targets.
 
 
@@ -111,8 +109,25 @@ def test_refuses_a_backend_keras_is_not_running(tmp_path):
 
 def test_command_line_passes_its_settings(tmp_path, capsys):
     output_dir = str(tmp_path / "out")
-    argv = ["demo", "--backend", REQUESTED_BACKEND, "--seeds", "3", "--epochs", "1", "--teacher-epochs", "1",
-            "--temperature", "2.5", "--alpha", "0.7", "--shifted-copies", "0", "--output-dir", output_dir]
+    argv = [
+        "demo",
+        "--backend",
+        REQUESTED_BACKEND,
+        "--seeds",
+        "3",
+        "--epochs",
+        "1",
+        "--teacher-epochs",
+        "1",
+        "--temperature",
+        "2.5",
+        "--alpha",
+        "0.7",
+        "--shifted-copies",
+        "0",
+        "--output-dir",
+        output_dir,
+    ]
     assert cli.main(argv) in (0, None)
     with open(os.path.join(output_dir, "results.json")) as file:
         settings = json.load(file)["settings"]

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from conftest import make_data, make_mlp
 from PIL import Image
 
+from conftest import make_data, make_mlp
 from keras_kd import plots
 from keras_kd import report as kd_report
 from keras_kd.distiller import Distiller

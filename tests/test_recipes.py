@@ -15,8 +15,8 @@ import sys
 
 import keras
 import pytest
-from conftest import REQUESTED_BACKEND
 
+from conftest import REQUESTED_BACKEND
 from recipes import support
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
@@ -172,12 +172,17 @@ def test_smoke_sets_one_epoch_tiny_models_and_its_own_output_folder():
     def add_arguments(parser):
         support.add_architecture_arguments(parser, teacher="resnet50", student="resnet18")
 
-    args = support.parse_args("demo_recipe", "test", ["--smoke", "--epochs", "30"], epochs=10,
-                              datasets=("cifar10",), add_arguments=add_arguments)
+    args = support.parse_args(
+        "demo_recipe",
+        "test",
+        ["--smoke", "--epochs", "30"],
+        epochs=10,
+        datasets=("cifar10",),
+        add_arguments=add_arguments,
+    )
     assert (args.epochs, args.teacher, args.student) == (1, "small_cnn_student", "small_cnn_student")
     assert pathlib.Path(args.output_dir) == pathlib.Path("saved_models/demo_recipe/smoke")
-    full = support.parse_args("demo_recipe", "test", [], epochs=10, datasets=("cifar10",),
-                              add_arguments=add_arguments)
+    full = support.parse_args("demo_recipe", "test", [], epochs=10, datasets=("cifar10",), add_arguments=add_arguments)
     assert (full.epochs, full.teacher, full.dataset) == (10, "resnet50", "cifar10")
     assert pathlib.Path(full.output_dir) == pathlib.Path("saved_models/demo_recipe")
 

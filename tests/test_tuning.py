@@ -15,9 +15,9 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
-from conftest import REQUESTED_BACKEND, make_data, make_mlp
 
 import keras_kd
+from conftest import REQUESTED_BACKEND, make_data, make_mlp
 from keras_kd import cache as kd_cache
 from keras_kd import tuning
 from keras_kd.cli import tune_app
@@ -238,7 +238,16 @@ def test_the_saved_models_check_finds_such_a_default():
 
 
 def recipe_command(output_dir, *options):
-    return [sys.executable, RECIPE, "--backend", REQUESTED_BACKEND, "--smoke", "--output-dir", str(output_dir), *options]
+    return [
+        sys.executable,
+        RECIPE,
+        "--backend",
+        REQUESTED_BACKEND,
+        "--smoke",
+        "--output-dir",
+        str(output_dir),
+        *options,
+    ]
 
 
 def recipe_env(**extra):

@@ -173,9 +173,7 @@ def check_model_file(path, option):
     if not os.path.isfile(path):
         raise UsageError(f"{option} {path!r}: no such file")
     if not zipfile.is_zipfile(path):
-        raise UsageError(
-            f"{option} {path!r} is not a .keras archive (not a zip file); is it corrupted?"
-        )
+        raise UsageError(f"{option} {path!r} is not a .keras archive (not a zip file); is it corrupted?")
 
 
 def check_output_file(path, suffix, option):

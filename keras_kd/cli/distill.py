@@ -48,13 +48,10 @@ def add_parser(subparsers):
         type=arguments.alpha,
         default=0.9,
         help=(
-            "weight of the distillation term in [0, 1]; 1 - alpha weighs the "
-            "labels; 1.0 = label-free (default: 0.9)"
+            "weight of the distillation term in [0, 1]; 1 - alpha weighs the labels; 1.0 = label-free (default: 0.9)"
         ),
     )
-    parser.add_argument(
-        "--epochs", type=arguments.positive_int, default=10, help="training epochs (default: 10)"
-    )
+    parser.add_argument("--epochs", type=arguments.positive_int, default=10, help="training epochs (default: 10)")
     parser.add_argument(
         "--batch-size", type=arguments.positive_int, default=64, help="training batch size (default: 64)"
     )
@@ -69,10 +66,7 @@ def add_parser(subparsers):
         "--seed",
         type=arguments.non_negative_int,
         default=0,
-        help=(
-            "seed of keras.utils.set_random_seed: initial weights of an ARCH "
-            "student, shuffling (default: 0)"
-        ),
+        help=("seed of keras.utils.set_random_seed: initial weights of an ARCH student, shuffling (default: 0)"),
     )
     parser.add_argument(
         "--output",
@@ -98,9 +92,7 @@ def run(args):
         arguments.check_model_file(args.student, "--student")
     arguments.check_output_file(args.output, ".keras", "--output")
     if os.path.abspath(args.output) == os.path.abspath(args.teacher):
-        raise UsageError(
-            f"--output {args.output!r} would overwrite the teacher; choose another path"
-        )
+        raise UsageError(f"--output {args.output!r} would overwrite the teacher; choose another path")
     if args.history_plot is not None:
         arguments.check_output_file(args.history_plot, ".png", "--history-plot")
     arguments.select_backend(args.backend)

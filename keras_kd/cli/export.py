@@ -28,20 +28,14 @@ def add_parser(subparsers):
         "--format",
         required=True,
         choices=("keras", "saved_model", "onnx"),
-        help=(
-            "keras: a .keras file; saved_model: a TensorFlow SavedModel "
-            "directory; onnx: an .onnx file"
-        ),
+        help=("keras: a .keras file; saved_model: a TensorFlow SavedModel directory; onnx: an .onnx file"),
     )
     parser.add_argument("--output", required=True, metavar="PATH", help="where the artifact goes")
     parser.add_argument(
         "--dataset",
         default=None,
         metavar="NAME",
-        help=(
-            "take the sample inputs of the check from this dataset's test split "
-            "(default: uniform noise in [0, 1))"
-        ),
+        help=("take the sample inputs of the check from this dataset's test split (default: uniform noise in [0, 1))"),
     )
     arguments.add_data_dir_option(parser)
     parser.add_argument(

@@ -41,9 +41,7 @@ def load_model(path, option):
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Any failure to read a file is bad input here.
-        raise UsageError(
-            f"{option} {path!r} cannot be loaded: {type(error).__name__}: {one_line(error)}"
-        ) from None
+        raise UsageError(f"{option} {path!r} cannot be loaded: {type(error).__name__}: {one_line(error)}") from None
     if isinstance(model, Distiller):
         raise UsageError(
             f"{option} {path!r} holds a keras_kd.Distiller (teacher and student); give a "

@@ -32,9 +32,7 @@ def add_parser(subparsers):
         ),
     )
     arguments.add_dataset_options(parser, splits_help="measures on --split")
-    parser.add_argument(
-        "--split", default="test", help="the dataset split to measure on (default: test)"
-    )
+    parser.add_argument("--split", default="test", help="the dataset split to measure on (default: test)")
     parser.add_argument(
         "--teacher",
         default=None,
@@ -61,15 +59,9 @@ def add_parser(subparsers):
         default=30,
         help="timed batches per batch size (default: 30)",
     )
-    parser.add_argument(
-        "--json", default=None, metavar="PATH.json", help="also save the report as JSON"
-    )
-    parser.add_argument(
-        "--markdown", default=None, metavar="PATH.md", help="also save the markdown tables"
-    )
-    parser.add_argument(
-        "--plot", default=None, metavar="PATH.png", help="also save the comparison as bar charts"
-    )
+    parser.add_argument("--json", default=None, metavar="PATH.json", help="also save the report as JSON")
+    parser.add_argument("--markdown", default=None, metavar="PATH.md", help="also save the markdown tables")
+    parser.add_argument("--plot", default=None, metavar="PATH.png", help="also save the comparison as bar charts")
     parser.set_defaults(run=run)
 
 
@@ -128,8 +120,6 @@ def _named_model_paths(specs):
         if not name:
             raise UsageError(f"--model {spec!r} has an empty name; write NAME=PATH.keras")
         if name in named:
-            raise UsageError(
-                f"two models are named {name!r}; write NAME=PATH.keras with distinct names"
-            )
+            raise UsageError(f"two models are named {name!r}; write NAME=PATH.keras with distinct names")
         named[name] = path
     return named

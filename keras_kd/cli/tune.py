@@ -28,30 +28,56 @@ def add_parser(subparsers):
     arguments.add_backend_option(parser)
     parser.add_argument("--dataset", choices=DATASET_NAMES, default="mnist_5k", help="default: mnist_5k (offline)")
     arguments.add_data_dir_option(parser)
-    parser.add_argument("--tuner", choices=("grid", "random", "bayesian", "hyperband"), default="grid", help="default: grid")
-    parser.add_argument("--max-trials", type=arguments.positive_int, default=None, metavar="N", help="default: the whole grid, else 10")
-    parser.add_argument("--epochs", type=arguments.positive_int, default=None, help="student epochs per trial (default 10; 1 with --smoke)")
-    parser.add_argument("--teacher-epochs", type=arguments.positive_int, default=None, help="default 8; 1 with --smoke")
-    parser.add_argument("--temperatures", type=arguments.temperature, nargs="+", default=None, metavar="T", help="default: 1 2 4 8 16")
-    parser.add_argument("--alphas", type=arguments.alpha, nargs="+", default=None, metavar="ALPHA", help="default: 0.1 0.3 0.5 0.7 0.9")
     parser.add_argument(
-        "--learning-rates", type=arguments.positive_float, nargs="+", default=[1e-3], metavar="LR",
+        "--tuner", choices=("grid", "random", "bayesian", "hyperband"), default="grid", help="default: grid"
+    )
+    parser.add_argument(
+        "--max-trials", type=arguments.positive_int, default=None, metavar="N", help="default: the whole grid, else 10"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=arguments.positive_int,
+        default=None,
+        help="student epochs per trial (default 10; 1 with --smoke)",
+    )
+    parser.add_argument("--teacher-epochs", type=arguments.positive_int, default=None, help="default 8; 1 with --smoke")
+    parser.add_argument(
+        "--temperatures", type=arguments.temperature, nargs="+", default=None, metavar="T", help="default: 1 2 4 8 16"
+    )
+    parser.add_argument(
+        "--alphas", type=arguments.alpha, nargs="+", default=None, metavar="ALPHA", help="default: 0.1 0.3 0.5 0.7 0.9"
+    )
+    parser.add_argument(
+        "--learning-rates",
+        type=arguments.positive_float,
+        nargs="+",
+        default=[1e-3],
+        metavar="LR",
         help="Adam learning rate; several values are searched too (default: 0.001)",
     )
     parser.add_argument(
-        "--temperature-decay", choices=tuple(_TEMPERATURE_DECAY), default="off",
+        "--temperature-decay",
+        choices=tuple(_TEMPERATURE_DECAY),
+        default="off",
         help="T constant, decaying linearly to 1 over the epochs, or both tried (default: off)",
     )
     parser.add_argument("--batch-size", type=arguments.positive_int, default=64)
     parser.add_argument("--seed", type=arguments.non_negative_int, default=0)
     parser.add_argument(
-        "--compare-seeds", type=arguments.non_negative_int, nargs="+", default=[], metavar="SEED",
+        "--compare-seeds",
+        type=arguments.non_negative_int,
+        nargs="+",
+        default=[],
+        metavar="SEED",
         help="after the search, per seed: labels-only vs best vs default (T=4, alpha=0.9) on the test split",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny and fast: 2x2 grid, 1 epoch, 256 rows")
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     parser.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR", help=f"default: {DEFAULT_OUTPUT_DIR}",
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
+        metavar="DIR",
+        help=f"default: {DEFAULT_OUTPUT_DIR}",
     )
     parser.set_defaults(run=run)
 

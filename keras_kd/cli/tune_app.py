@@ -127,7 +127,9 @@ def tune(
         batch_size=batch_size,
         seed=seed,
     )
-    search = tuning.make_tuner(tuner, hypermodel, max_trials=max_trials, directory=output_dir, overwrite=overwrite, seed=seed)
+    search = tuning.make_tuner(
+        tuner, hypermodel, max_trials=max_trials, directory=output_dir, overwrite=overwrite, seed=seed
+    )
     search.search(verbose=verbose)
     results = {"best": None, "trials": [], "paths": {}}
     if worker:
@@ -137,7 +139,9 @@ def tune(
     results.update(
         best=best,
         trials=rows,
-        paths=tuning.write_reports(rows, output_dir, title=f"{dataset}, {tuner} search:\nbest validation accuracy (%) per cell"),
+        paths=tuning.write_reports(
+            rows, output_dir, title=f"{dataset}, {tuner} search:\nbest validation accuracy (%) per cell"
+        ),
     )
     completed = sum(row["status"] == "COMPLETED" for row in rows)
     print_fn(f"{completed} trials completed; results in {results['paths']['csv']}, {results['paths']['heatmap']}")
@@ -206,7 +210,19 @@ def prepare_teacher(path, dataset, train, epochs, batch_size, seed, overwrite, p
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def compare_with_default(teacher, student_builder, train, test, *, tuned, default=DEFAULT_SETTING, seeds=(0, 1, 2), epochs=10, batch_size=64, learning_rate=1e-3):
+def compare_with_default(
+    teacher,
+    student_builder,
+    train,
+    test,
+    *,
+    tuned,
+    default=DEFAULT_SETTING,
+    seeds=(0, 1, 2),
+    epochs=10,
+    batch_size=64,
+    learning_rate=1e-3,
+):
     """How much of the teacher-student gap the tuned and the default (T, alpha) close.
 
     For each seed, one student is initialised and copied three times: one
@@ -246,7 +262,9 @@ def compare_with_default(teacher, student_builder, train, test, *, tuned, defaul
             temperature, alpha = setting or (default[0], 0.0)
             distiller = Distiller(teacher, student, temperature=temperature, alpha=alpha)
             distiller.compile(optimizer=optimizer)
-            distiller.fit(cache.dataset(*train, batch_size=batch_size, shuffle=True, seed=seed), epochs=epochs, verbose=0)
+            distiller.fit(
+                cache.dataset(*train, batch_size=batch_size, shuffle=True, seed=seed), epochs=epochs, verbose=0
+            )
             accuracies[label] = _accuracy(student, test)
         # With no gap (a student as good as the teacher) a share means nothing.
         gap = teacher_accuracy - accuracies["labels_only"]

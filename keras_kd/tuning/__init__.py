@@ -17,22 +17,28 @@ Needs keras-tuner (`pip install 'keras_kd[tuning]'`).
 """
 
 from keras_kd.plots import plot_heatmap
-from keras_kd.tuning.hypermodel import DEFAULT_ALPHAS
-from keras_kd.tuning.hypermodel import DEFAULT_TEMPERATURES
-from keras_kd.tuning.hypermodel import OBJECTIVE
-from keras_kd.tuning.hypermodel import DistillationHyperModel
-from keras_kd.tuning.hypermodel import Range
-from keras_kd.tuning.reports import best_trial
-from keras_kd.tuning.reports import collect_trials
-from keras_kd.tuning.reports import write_reports
-from keras_kd.tuning.tuners import JOURNAL_FILE
-from keras_kd.tuning.tuners import PROJECT_NAME
-from keras_kd.tuning.tuners import TUNER_KINDS
-from keras_kd.tuning.tuners import BayesianOptimization
-from keras_kd.tuning.tuners import GridSearch
-from keras_kd.tuning.tuners import Hyperband
-from keras_kd.tuning.tuners import RandomSearch
-from keras_kd.tuning.tuners import ResumableGridSearchOracle
-from keras_kd.tuning.tuners import append_journal
-from keras_kd.tuning.tuners import make_tuner
-from keras_kd.tuning.tuners import read_journal
+from keras_kd.tuning.hypermodel import (
+    DEFAULT_ALPHAS,
+    DEFAULT_TEMPERATURES,
+    OBJECTIVE,
+    DistillationHyperModel,
+    Range,
+)
+from keras_kd.tuning.reports import (
+    best_trial,
+    collect_trials,
+    write_reports,
+)
+from keras_kd.tuning.tuners import (
+    JOURNAL_FILE,
+    PROJECT_NAME,
+    TUNER_KINDS,
+    BayesianOptimization,
+    GridSearch,
+    Hyperband,
+    RandomSearch,
+    ResumableGridSearchOracle,
+    append_journal,
+    make_tuner,
+    read_journal,
+)

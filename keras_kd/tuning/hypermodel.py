@@ -146,10 +146,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         self.alphas = _check_space("alphas", alphas, validation.check_alpha)
         self.learning_rate = _check_space("learning_rate", learning_rate, _check_learning_rate)
         if temperature_decay not in (False, True, "tune"):
-            raise ValueError(
-                "`temperature_decay` must be False, True or 'tune'; got "
-                f"{temperature_decay!r}."
-            )
+            raise ValueError(f"`temperature_decay` must be False, True or 'tune'; got {temperature_decay!r}.")
         self.temperature_decay = temperature_decay
         self.epochs = validation.check_positive_int("epochs", epochs)
         self.batch_size = validation.check_positive_int("batch_size", batch_size)
@@ -196,12 +193,8 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             )
         train_cache, validation_cache = self._teacher_caches()
         kwargs.setdefault("epochs", self.epochs)
-        train = train_cache.dataset(
-            *self.train_data, batch_size=self.batch_size, shuffle=True, seed=self.seed
-        )
-        validation_set = validation_cache.dataset(
-            *self.validation_data, batch_size=self.batch_size, shuffle=False
-        )
+        train = train_cache.dataset(*self.train_data, batch_size=self.batch_size, shuffle=True, seed=self.seed)
+        validation_set = validation_cache.dataset(*self.validation_data, batch_size=self.batch_size, shuffle=False)
         return model.fit(train, validation_data=validation_set, **kwargs)
 
     # ------------------------------------------------------------ helpers
@@ -241,8 +234,7 @@ def _check_arrays(name, data):
     x, y = (np.asarray(part) for part in data)
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
-            f"`{name}` must hold as many labels as inputs (and at least one); got "
-            f"{len(x)} inputs and {len(y)} labels."
+            f"`{name}` must hold as many labels as inputs (and at least one); got {len(x)} inputs and {len(y)} labels."
         )
     return x, y
 

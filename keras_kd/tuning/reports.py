@@ -36,9 +36,7 @@ def collect_trials(project_dir):
         with open(path) as file:
             trial = json.load(file)
         values = {
-            key: value
-            for key, value in trial["hyperparameters"]["values"].items()
-            if not key.startswith("tuner/")
+            key: value for key, value in trial["hyperparameters"]["values"].items() if not key.startswith("tuner/")
         }
         score = trial.get("score")
         rows.append(

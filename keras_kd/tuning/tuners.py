@@ -72,9 +72,7 @@ class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
         super().set_state(state)
         tried = sorted(
             (trial for trial in self.trials.values() if trial.hyperparameters.values),
-            key=functools.cmp_to_key(
-                lambda a, b: self._compare(a.hyperparameters.values, b.hyperparameters.values)
-            ),
+            key=functools.cmp_to_key(lambda a, b: self._compare(a.hyperparameters.values, b.hyperparameters.values)),
         )
         self._ordered_ids = type(self._ordered_ids)()
         for trial in tried:
@@ -90,7 +88,13 @@ class GridSearch(_JournalMixin, keras_tuner.Tuner):
     def __init__(self, hypermodel=None, objective=None, max_trials=None, seed=None, **kwargs):
         oracle_options = {
             key: kwargs.pop(key)
-            for key in ("hyperparameters", "tune_new_entries", "allow_new_entries", "max_retries_per_trial", "max_consecutive_failed_trials")
+            for key in (
+                "hyperparameters",
+                "tune_new_entries",
+                "allow_new_entries",
+                "max_retries_per_trial",
+                "max_consecutive_failed_trials",
+            )
             if key in kwargs
         }
         oracle = ResumableGridSearchOracle(objective=objective, max_trials=max_trials, seed=seed, **oracle_options)
@@ -118,7 +122,9 @@ _TUNER_CLASSES = {
 TUNER_KINDS = tuple(_TUNER_CLASSES)
 
 
-def make_tuner(kind, hypermodel, *, max_trials=None, directory=".", project_name=PROJECT_NAME, overwrite=False, seed=0, **kwargs):
+def make_tuner(
+    kind, hypermodel, *, max_trials=None, directory=".", project_name=PROJECT_NAME, overwrite=False, seed=0, **kwargs
+):
     """A Keras Tuner tuner of the given kind that maximizes `val_accuracy`.
 
     Args:
