@@ -273,8 +273,9 @@ class Distiller(keras.Model):
         self._step_checks.begin(
             self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution
         )
+        data = kd_backend.checked_data(self, self._step_checks, batch.data)
         with kd_backend.keeping_state(self, self._step_checks):
-            return super().fit(batch.data, *args, **kwargs)
+            return super().fit(data, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         """As `keras.Model.evaluate`, checking the data (and a cache) as `fit` does."""
@@ -283,8 +284,9 @@ class Distiller(keras.Model):
         batch = fit_checks.first_batch(x, arguments.get("y"))
         fit_checks.check_first_batch(batch, self._data_requirements(training=False))
         self._step_checks.begin_evaluation(self._checked_logits_shape())
+        data = kd_backend.checked_data(self, self._step_checks, batch.data)
         with kd_backend.keeping_state(self, self._step_checks):
-            return super().evaluate(batch.data, *args, **kwargs)
+            return super().evaluate(data, *args, **kwargs)
 
     @property
     def step_checks(self):

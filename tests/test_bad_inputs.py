@@ -337,6 +337,16 @@ CATALOGUE = [
         ["label 9 is not a class id", "integers 0 to 4"],
     ),
     Case(
+        # Under XLA (TensorFlow's default on a GPU), which drops assertions
+        # from the step; the first batch, so that PyTorch compiles nothing.
+        "tf.data labels beyond the classes under jit_compile",
+        lambda: five_class_distiller()
+        .compile(optimizer="sgd", jit_compile=True)
+        .fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0),
+        ValueError,
+        ["label 9 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
         "tf.data labels of the wrong shape",
         lambda: five_class_distiller().fit(tf_dataset(W.x, np.zeros((32, 2), "int64")), verbose=0),
         ValueError,

@@ -53,6 +53,18 @@ def _with_checked_labels(checks, data):
     return keras.utils.pack_x_y_sample_weight(x, labels, sample_weight)
 
 
+def checked_data(distiller, checks, data):
+    """`data`, with the labels of a `tf.data.Dataset` checked in its pipeline under XLA.
+
+    XLA compiles the step's assertion to nothing; the pipeline runs outside
+    XLA, so there the same assertion holds (and fails as in the step).
+    Other data under XLA are checked up to their first batch only.
+    """
+    if not distiller.jit_compile or not isinstance(data, tf.data.Dataset):
+        return data
+    return data.map(lambda *batch: _with_checked_labels(checks, batch if len(batch) > 1 else batch[0]))
+
+
 def checked_step_function(function, checks, training):
     def checked(iterator):
         if training:
