@@ -16,8 +16,10 @@ At each step, before the batch changes any weight (`StepChecks`):
 
 - the labels of the batch: on the host on JAX and PyTorch, before the
   batch enters the (compiled) step; inside the graph on TensorFlow, whose
-  batches never leave it (`tf.debugging.Assert`, which XLA ignores:
-  `jit_compile=True` on TensorFlow skips this check);
+  batches never leave it (`tf.debugging.Assert`). XLA drops assertions, so
+  under `jit_compile=True` (TensorFlow's default on a GPU) a
+  `tf.data.Dataset`'s labels are checked in its pipeline instead, and
+  other data up to their first batch only;
 - the schedules, by chunks of `hyperparameters.CHECK_CHUNK_STEPS` steps.
 
 Each failure is a `ValueError` naming the value and what is valid, and the
