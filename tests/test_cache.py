@@ -8,6 +8,7 @@ import pytest
 import keras_kd
 from conftest import ArrayBatches, make_data
 from keras_kd.cache import INPUTS_KEY, LOGITS_KEY, CacheMismatchError, TeacherCache
+from keras_kd.cache import fingerprints
 
 # Cached and uncached training differ only in how the teacher's logits were
 # batched when computed (32 rows at build time, 16 in the step), which can
@@ -94,6 +95,112 @@ def test_shuffled_batches_keep_rows_labels_weights_and_outputs_aligned():
         orders.append(order)
         data.on_epoch_end()
     assert orders[0] != orders[1] and orders[0] != list(row_ids)
+
+
+class RecordingDistiller(keras_kd.Distiller):
+    """Records, per training step, the rows and teacher outputs the step receives (run eagerly)."""
+
+    def prepare_batch(self, data, training):
+        batch = super().prepare_batch(data, training)
+        if training:
+            self.seen.append(
+                [keras.ops.convert_to_numpy(value) for value in (batch.x, batch.y, batch.sample_weight, batch.teacher_logits)]
+            )
+        return batch
+
+
+def row_id_teacher():
+    """A teacher whose first logit is its input's first feature: the row id below."""
+    inputs = keras.Input((8,))
+    kernel = np.zeros((8, 3), "float32")
+    kernel[0, 0] = 1.0
+    logits = keras.layers.Dense(3, use_bias=False, kernel_initializer=keras.initializers.Constant(kernel))(inputs)
+    return keras.Model(inputs, logits, name="row_id_teacher")
+
+
+def test_shuffled_rows_reach_the_step_with_their_own_teacher_outputs():
+    x, _ = make_data(40)
+    row_ids = np.arange(40)
+    x[:, 0] = row_ids
+    teacher = row_id_teacher()
+    cache = TeacherCache.build(teacher, x, batch_size=16)
+    data = cache.dataset(x, row_ids % 3, sample_weight=row_ids + 1.0, batch_size=16, seed=3)
+    inputs, labels, weights = data.keras_arrays()  # In memory: Keras's array adapter batches them.
+    assert np.shares_memory(inputs[INPUTS_KEY], x) and inputs[LOGITS_KEY].shape == (40, 3)
+    distiller = RecordingDistiller(teacher, mlp(8, "student"), alpha=0.5)
+    distiller.seen = []
+    distiller.compile(optimizer="sgd", run_eagerly=True).fit(data, epochs=2, verbose=0)
+    assert len(distiller.seen) == 2 * len(data)
+    epochs = [distiller.seen[: len(data)], distiller.seen[len(data) :]]
+    for steps in epochs:
+        order = np.concatenate([batch_x[:, 0] for batch_x, _, _, _ in steps]).astype(int)
+        assert sorted(order) == list(row_ids)
+        for batch_x, batch_y, batch_weights, teacher_logits in steps:
+            np.testing.assert_array_equal(teacher_logits[:, 0], batch_x[:, 0])
+            np.testing.assert_array_equal(batch_y, batch_x[:, 0].astype(int) % 3)
+            np.testing.assert_array_equal(batch_weights, batch_x[:, 0] + 1.0)
+    first, second = (np.concatenate([step[0][:, 0] for step in steps]) for steps in epochs)
+    assert list(first) != list(row_ids) and list(first) != list(second)
+
+    distiller.seen = []
+    distiller.fit(cache.dataset(x, row_ids % 3, batch_size=16, shuffle=False), epochs=1, verbose=0)
+    np.testing.assert_array_equal(np.concatenate([step[0][:, 0] for step in distiller.seen]), row_ids)
+
+
+def test_memory_mapped_rows_are_batched_by_the_cache(tmp_path):
+    x, y = make_data(40)
+    x[:, 0] = np.arange(40)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    teacher = row_id_teacher()
+    cache = TeacherCache.build(teacher, mapped, batch_size=16, path=tmp_path / "cache")
+    data = cache.dataset(mapped, y, batch_size=16, seed=0)
+    assert data.keras_arrays() is None  # Read a batch at a time, by the PyDataset.
+    distiller = RecordingDistiller(teacher, mlp(8, "student"))
+    distiller.seen = []
+    distiller.compile(optimizer="sgd", run_eagerly=True).fit(data, epochs=1, verbose=0)
+    rows = np.concatenate([step[0][:, 0] for step in distiller.seen])
+    assert sorted(rows) == list(range(40))
+    for batch_x, batch_y, _, teacher_logits in distiller.seen:
+        np.testing.assert_array_equal(teacher_logits[:, 0], batch_x[:, 0])
+        np.testing.assert_array_equal(batch_y, y[batch_x[:, 0].astype(int)])
+
+
+def test_cached_rows_hold_their_labels_and_batch_size():
+    x, y = make_data(32)
+    teacher = mlp(16, "teacher")
+    cache = TeacherCache.build(teacher, x)
+    distiller = keras_kd.Distiller(teacher, mlp(8, "student")).compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="holds the labels and sample weights; pass y=None"):
+        distiller.fit(cache.dataset(x, y), y=y, verbose=0)
+    with pytest.raises(ValueError, match="batches of 16 rows; got batch_size=8"):
+        distiller.evaluate(cache.dataset(x, y, batch_size=16), batch_size=8, verbose=0)
+    history = distiller.fit(
+        cache.dataset(x, y, batch_size=16), epochs=1, validation_data=cache.dataset(x, y, shuffle=False), verbose=0
+    )
+    assert "val_loss" in history.history
+
+
+def test_an_unchanged_teacher_is_hashed_once_and_an_edited_one_is_refused(monkeypatch):
+    x, y = make_data(32)
+    teacher = mlp(16, "teacher")
+    cache = TeacherCache.build(teacher, x)
+    hashed = []
+    sha256 = fingerprints._weights_sha256
+    monkeypatch.setattr(fingerprints, "_weights_sha256", lambda values: hashed.append(1) or sha256(values))
+    data = cache.dataset(x, y)
+    for _ in range(3):  # A sweep: fresh students, one teacher.
+        distiller = keras_kd.Distiller(teacher, mlp(8, "student")).compile(optimizer="sgd")
+        distiller.fit(data, epochs=1, verbose=0)
+    assert hashed == []  # The weights' checksums match the ones remembered at build time.
+
+    kernel = teacher.get_layer("teacher_hidden").kernel
+    edited = keras.ops.convert_to_numpy(kernel).copy()
+    edited[2, 3] = np.nextafter(edited[2, 3], np.inf)  # One element, by one ulp, in place.
+    kernel.assign(edited)
+    with pytest.raises(CacheMismatchError, match="other weights"):
+        distiller.fit(data, epochs=1, verbose=0)
+    assert hashed == [1]
 
 
 def test_a_teacher_with_other_weights_is_refused():

@@ -23,6 +23,7 @@ from keras_kd.cache.batches import LOGITS_KEY
 from keras_kd.cache.batches import cached_teacher_outputs
 from keras_kd.cache.batches import split_cached
 from keras_kd.cache.datasets import check_data
+from keras_kd.cache.datasets import keras_arguments
 from keras_kd.cache.errors import CacheMismatchError
 from keras_kd.cache.fingerprints import sample_rows
 from keras_kd.cache.fingerprints import teacher_fingerprint

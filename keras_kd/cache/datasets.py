@@ -1,5 +1,14 @@
-"""The training data of a cached Distiller: batches that carry their teacher outputs."""
+"""The training data of a cached Distiller: batches that carry their teacher outputs.
 
+Rows in memory take Keras's own path: `keras_arguments` hands `fit` and
+`evaluate` the inputs and the cached outputs as one structure of arrays, which
+Keras's array adapter shuffles and batches together (so a cached step costs
+what the student's own data path costs, issue 15). Rows in memory-mapped
+arrays, and batches of a PyDataset, are assembled here, by the PyDatasets
+below, so that data larger than memory are read a batch at a time.
+"""
+
+import inspect
 import math
 
 import keras
@@ -41,11 +50,14 @@ class CachedData(keras.utils.PyDataset):
         return np.arange(self._num_units())
 
     def _with_outputs(self, x, rows):
-        cached = {INPUTS_KEY: x, LOGITS_KEY: np.asarray(self.cache.teacher_logits[rows])}
+        """The cached-batch dict of inputs `x` and the cached outputs at `rows`."""
+        return self._outputs_beside(x, lambda array: np.asarray(array[rows]))
+
+    def _outputs_beside(self, x, take):
+        cached = {INPUTS_KEY: x, LOGITS_KEY: take(self.cache.teacher_logits)}
         if self.feature_layers:
             cached[FEATURES_KEY] = {
-                layer: np.asarray(self.cache.teacher_features(layer)[rows])
-                for layer in self.feature_layers
+                layer: take(self.cache.teacher_features(layer)) for layer in self.feature_layers
             }
         return cached
 
@@ -60,6 +72,31 @@ class CachedRows(CachedData):
         self._sample_weight = self._aligned("sample_weight", sample_weight)
         self.batch_size = batch_size
         self._order = self._new_order()
+        self._arrays = None
+
+    def keras_arrays(self):
+        """`(x, y, sample_weight)` for Keras's array adapter, or None to batch here.
+
+        `x` is the cached-batch dict of all rows (inputs and teacher outputs).
+        None when the inputs, labels or weights are memory-mapped, or when
+        the cached outputs are memory-mapped and larger than the inputs
+        (they are read into memory for Keras's adapter).
+        """
+        sources = [self._x] + [source for source in (self._y, self._sample_weight) if source is not None]
+        if any(isinstance(leaf, np.memmap) for source in sources for leaf in source.leaves):
+            return None
+        if self._arrays is None:
+            outputs = [self.cache.teacher_logits] + [self.cache.teacher_features(layer) for layer in self.feature_layers]
+            if any(isinstance(output, np.memmap) for output in outputs) and sum(
+                output.nbytes for output in outputs
+            ) > sum(leaf.nbytes for leaf in self._x.leaves):
+                return None
+            self._arrays = (
+                self._outputs_beside(self._x.gather(slice(None)), _in_memory),
+                None if self._y is None else self._y.gather(slice(None)),
+                None if self._sample_weight is None else self._sample_weight.gather(slice(None)),
+            )
+        return self._arrays
 
     def _aligned(self, name, values):
         if values is None:
@@ -147,7 +184,56 @@ class CachedBatches(CachedData):
         return cached + (y, sample_weight)
 
 
+def _in_memory(array):
+    # Read once: memory-mapped rows gathered at random in every batch would
+    # cost more than the student's own in-memory rows.
+    return np.array(array) if isinstance(array, np.memmap) else array
+
+
 def check_data(distiller, data):
     """Validates `data` for `distiller.fit`/`evaluate` if it carries a cache."""
     if isinstance(data, CachedData):
         data.check_distiller(distiller)
+
+
+def keras_arguments(distiller, method, x, args, kwargs):
+    """`(x, args, kwargs)` for `method` (`keras.Model.fit` or `evaluate`), cached data unpacked.
+
+    Cached data (as `x`, or `validation_data` for `fit`) are checked against
+    `distiller` first. Cached rows in memory then become arrays with their
+    batch size and shuffling, batched by Keras's array adapter; anything
+    else is passed on as it is.
+
+    Raises:
+        CacheMismatchError: as `TeacherCache.check_distiller`.
+        ValueError: for `y` or `sample_weight` beside cached rows (the
+            dataset holds them), or a `batch_size` other than the dataset's.
+    """
+    check_data(distiller, x)
+    arguments = inspect.signature(method).bind(distiller, x, *args, **kwargs).arguments
+    arguments.pop("self")
+    arguments.update(arguments.pop("kwargs", {}))
+    check_data(distiller, arguments.get("validation_data"))
+    arrays = x.keras_arrays() if isinstance(x, CachedRows) else None
+    if arrays is not None:
+        for name in ("y", "sample_weight"):
+            if arguments.get(name) is not None:
+                raise ValueError(
+                    f"The cached dataset holds the labels and sample weights; pass "
+                    f"{name}=None here (give them to cache.dataset(x, y, sample_weight=...))."
+                )
+        if arguments.get("batch_size") not in (None, x.batch_size):
+            raise ValueError(
+                f"The cached dataset makes batches of {x.batch_size} rows; got "
+                f"batch_size={arguments['batch_size']!r}. Set it in cache.dataset(batch_size=...)."
+            )
+        arguments["x"], arguments["y"], arguments["sample_weight"] = arrays
+        arguments["batch_size"] = x.batch_size
+        if "shuffle" in inspect.signature(method).parameters:
+            arguments["shuffle"] = x.shuffle and arguments.get("shuffle", True)
+    validation = arguments.get("validation_data")
+    validation_arrays = validation.keras_arrays() if isinstance(validation, CachedRows) else None
+    if validation_arrays is not None:
+        arguments["validation_data"] = validation_arrays
+        arguments.setdefault("validation_batch_size", validation.batch_size)
+    return arguments.pop("x", None), (), arguments
