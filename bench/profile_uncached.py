@@ -1,12 +1,13 @@
 """Profile: uncached keras_kd KD against core Keras's Distiller, epochs interleaved.
 
-`KERAS_BACKEND=torch python -m bench.profile_uncached [--epochs 5]`
+`KERAS_BACKEND=torch python -m bench.profile_uncached [--pair small] [--epochs 5]`
 
-The small pair, 1,024 random CIFAR-shaped images, batch 128, logits only. The
-two Distillers train alternately, one epoch each, so that load on a shared
-machine hits both alike; prints the median and min seconds per epoch and,
-with --profile, the top operators of one epoch of each (torch.profiler on
-torch, cProfile elsewhere).
+A pair of `bench.pairs` at its own sizes (the small pair: 1,024 random
+CIFAR-shaped images, batch 128), logits only. The two Distillers train
+alternately, one epoch each, so that load on a shared machine hits both
+alike; prints the median and min seconds per epoch and, with --profile, the
+top operators of one epoch of each (torch.profiler on torch, cProfile
+elsewhere).
 """
 
 import argparse
@@ -25,12 +26,14 @@ from bench.pairs import PAIRS
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", choices=sorted(PAIRS), default="small", help="the pair (default small)")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs of each (default 5)")
     parser.add_argument("--profile", action="store_true", help="also print the top operators")
     args = parser.parse_args(argv)
 
-    pair = PAIRS["small"]
-    x, y = workload.random_data(1024, (32, 32, 3))
+    pair = PAIRS[args.pair]
+    batch_size = pair.batch_size[False]
+    x, y = workload.random_data(pair.images[False], pair.input_shape[False])
     keras.utils.set_random_seed(0)
     teacher, student = pair.build_teacher(False), pair.build_student(False)
     ours = keras_kd.Distiller(teacher, student, temperature=workload.TEMPERATURE, alpha=workload.ALPHA)
@@ -39,12 +42,12 @@ def main(argv=None):
     core = workload.core_distiller(teacher, core_student, pair)
     runs = {"keras_kd": ours, "core": core}
     for model in runs.values():  # Warm-up: tracing and compilation.
-        model.fit(x[:256], y[:256], batch_size=128, epochs=1, verbose=0)
+        model.fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size, epochs=1, verbose=0)
     times = {name: [] for name in runs}
     for _ in range(args.epochs):
         for name, model in runs.items():
             start = time.perf_counter()
-            model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
             keras.ops.convert_to_numpy(model.trainable_variables[0])
             times[name].append(time.perf_counter() - start)
     for name, values in times.items():
@@ -55,7 +58,7 @@ def main(argv=None):
     if args.profile:
         for name, model in runs.items():
             print(f"\n--- {name}: one epoch ---")
-            print(_profile(lambda: model.fit(x, y, batch_size=128, epochs=1, verbose=0)))
+            print(_profile(lambda model=model: model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)))
 
 
 def _profile(run):
