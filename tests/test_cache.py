@@ -7,8 +7,7 @@ import pytest
 
 import keras_kd
 from conftest import ArrayBatches, make_data
-from keras_kd.cache import INPUTS_KEY, LOGITS_KEY, CacheMismatchError, TeacherCache
-from keras_kd.cache import fingerprints
+from keras_kd.cache import INPUTS_KEY, LOGITS_KEY, CacheMismatchError, TeacherCache, fingerprints
 
 # Cached and uncached training differ only in how the teacher's logits were
 # batched when computed (32 rows at build time, 16 in the step), which can
@@ -87,9 +86,7 @@ def test_shuffled_batches_keep_rows_labels_weights_and_outputs_aligned():
             np.testing.assert_array_equal(inputs[INPUTS_KEY], x[rows])
             np.testing.assert_array_equal(weights, rows + 1.0)
             np.testing.assert_array_equal(inputs[LOGITS_KEY], cache.teacher_logits[rows])
-            np.testing.assert_allclose(
-                inputs[LOGITS_KEY], teacher.predict_on_batch(x[rows]), rtol=1e-5, atol=1e-6
-            )
+            np.testing.assert_allclose(inputs[LOGITS_KEY], teacher.predict_on_batch(x[rows]), rtol=1e-5, atol=1e-6)
             order.extend(rows)
         assert sorted(order) == list(row_ids)
         orders.append(order)
@@ -104,7 +101,10 @@ class RecordingDistiller(keras_kd.Distiller):
         batch = super().prepare_batch(data, training)
         if training:
             self.seen.append(
-                [keras.ops.convert_to_numpy(value) for value in (batch.x, batch.y, batch.sample_weight, batch.teacher_logits)]
+                [
+                    keras.ops.convert_to_numpy(value)
+                    for value in (batch.x, batch.y, batch.sample_weight, batch.teacher_logits)
+                ]
             )
         return batch
 
@@ -333,9 +333,9 @@ def test_random_augmentation_is_refused():
         TeacherCache.build(teacher, shuffled)
 
     cache = TeacherCache.build(teacher, x)
-    augmenting = keras_kd.Distiller(
-        teacher, mlp(8, "student"), augmentation=keras.layers.GaussianNoise(0.1)
-    ).compile(optimizer="sgd")
+    augmenting = keras_kd.Distiller(teacher, mlp(8, "student"), augmentation=keras.layers.GaussianNoise(0.1)).compile(
+        optimizer="sgd"
+    )
     assert augmenting.transforms_inputs
     with pytest.raises(ValueError, match="transforms its inputs inside the training step"):
         augmenting.fit(cache.dataset(x, y), verbose=0)

@@ -5,8 +5,8 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import REQUESTED_BACKEND, make_mlp
 
+from conftest import REQUESTED_BACKEND, make_mlp
 from keras_kd import export as kd_export
 from keras_kd.distiller import Distiller
 
@@ -15,8 +15,7 @@ from keras_kd.distiller import Distiller
 # SavedModel on torch).
 CAN_EXPORT = {
     "keras": {"torch", "tensorflow", "jax"},
-    "saved_model": {"tensorflow", "jax"}
-    | ({"torch"} if kd_export._installed("torch_xla") else set()),
+    "saved_model": {"tensorflow", "jax"} | ({"torch"} if kd_export._installed("torch_xla") else set()),
     "onnx": {"tensorflow", "torch"} | ({"jax"} if kd_export._installed("jax2onnx") else set()),
 }
 
@@ -33,12 +32,8 @@ def _trained_cnn():
     model = _small_cnn()
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(16, 8, 8, 1)).astype("float32")
-    model.compile(
-        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    model.fit(
-        x, rng.integers(0, 3, size=16), epochs=1, verbose=0
-    )  # Moves the BatchNorm statistics.
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, rng.integers(0, 3, size=16), epochs=1, verbose=0)  # Moves the BatchNorm statistics.
     return model, x
 
 
@@ -67,10 +62,7 @@ def _run_artifact(format, path, x):
 )
 def test_export_matches_keras_or_names_the_backends_that_can(tmp_path, format):
     model, x = _trained_cnn()
-    path = str(
-        tmp_path
-        / {"keras": "student.keras", "saved_model": "student", "onnx": "student.onnx"}[format]
-    )
+    path = str(tmp_path / {"keras": "student.keras", "saved_model": "student", "onnx": "student.onnx"}[format])
     if REQUESTED_BACKEND not in CAN_EXPORT[format]:
         able = ", ".join(sorted(CAN_EXPORT[format]))
         with pytest.raises(ValueError, match=f"cannot export format '{format}'") as error:
@@ -83,9 +75,7 @@ def test_export_matches_keras_or_names_the_backends_that_can(tmp_path, format):
     assert result.max_abs_difference <= 1e-4
     # A batch size other than the sample's: the artifact keeps a dynamic batch axis.
     other = np.random.default_rng(1).uniform(size=(5, 8, 8, 1)).astype("float32")
-    np.testing.assert_allclose(
-        _run_artifact(format, path, other), model.predict(other, verbose=0), atol=1e-4
-    )
+    np.testing.assert_allclose(_run_artifact(format, path, other), model.predict(other, verbose=0), atol=1e-4)
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # No temporary left behind.
 
 
@@ -99,9 +89,7 @@ def test_keras_export_leaves_out_the_optimizer(tmp_path):
     kd_export.export(model, tmp_path / "student.keras")
     reloaded = keras.saving.load_model(tmp_path / "student.keras")
     assert not reloaded.compiled
-    np.testing.assert_allclose(
-        reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
-    )
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_default_sample_inputs_follow_the_input_shape(tmp_path):
@@ -158,14 +146,10 @@ def test_bad_format_or_path_is_refused(tmp_path, path, format, message):
 
 def test_unknown_input_shape_needs_sample_inputs(tmp_path):
     inputs = keras.Input((None, 3))
-    model = keras.Model(
-        inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(inputs))
-    )
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(inputs)))
     with pytest.raises(ValueError, match="Pass `sample_inputs`"):
         kd_export.export(model, tmp_path / "model.keras")
-    result = kd_export.export(
-        model, tmp_path / "model.keras", sample_inputs=np.ones((2, 5, 3), "float32")
-    )
+    result = kd_export.export(model, tmp_path / "model.keras", sample_inputs=np.ones((2, 5, 3), "float32"))
     assert result.max_abs_difference <= 1e-4
 
 

@@ -17,14 +17,24 @@ data, and `load()` refuses truncated or corrupted files, so stale outputs are
 never used silently.
 """
 
-from keras_kd.cache.batches import FEATURES_KEY
-from keras_kd.cache.batches import INPUTS_KEY
-from keras_kd.cache.batches import LOGITS_KEY
-from keras_kd.cache.batches import cached_teacher_outputs
-from keras_kd.cache.batches import split_cached
-from keras_kd.cache.datasets import check_data
-from keras_kd.cache.datasets import keras_arguments
-from keras_kd.cache.errors import CacheMismatchError
-from keras_kd.cache.fingerprints import sample_rows
-from keras_kd.cache.fingerprints import teacher_fingerprint
-from keras_kd.cache.store import TeacherCache
+from keras_kd.cache.batches import (
+    FEATURES_KEY,
+    INPUTS_KEY,
+    LOGITS_KEY,
+    cached_teacher_outputs,
+    split_cached,
+)
+from keras_kd.cache.datasets import (
+    check_data,
+    keras_arguments,
+)
+from keras_kd.cache.errors import (
+    CacheMismatchError,
+)
+from keras_kd.cache.fingerprints import (
+    sample_rows,
+    teacher_fingerprint,
+)
+from keras_kd.cache.store import (
+    TeacherCache,
+)

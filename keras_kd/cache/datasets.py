@@ -56,9 +56,7 @@ class CachedData(keras.utils.PyDataset):
     def _outputs_beside(self, x, take):
         cached = {INPUTS_KEY: x, LOGITS_KEY: take(self.cache.teacher_logits)}
         if self.feature_layers:
-            cached[FEATURES_KEY] = {
-                layer: take(self.cache.teacher_features(layer)) for layer in self.feature_layers
-            }
+            cached[FEATURES_KEY] = {layer: take(self.cache.teacher_features(layer)) for layer in self.feature_layers}
         return cached
 
 
@@ -86,7 +84,9 @@ class CachedRows(CachedData):
         if any(isinstance(leaf, np.memmap) for source in sources for leaf in source.leaves):
             return None
         if self._arrays is None:
-            outputs = [self.cache.teacher_logits] + [self.cache.teacher_features(layer) for layer in self.feature_layers]
+            outputs = [self.cache.teacher_logits] + [
+                self.cache.teacher_features(layer) for layer in self.feature_layers
+            ]
             if any(isinstance(output, np.memmap) for output in outputs) and sum(
                 output.nbytes for output in outputs
             ) > sum(leaf.nbytes for leaf in self._x.leaves):
@@ -103,9 +103,7 @@ class CachedRows(CachedData):
             return None
         source = ArraySource(values, name)
         if source.num_rows != self._x.num_rows:
-            raise ValueError(
-                f"`{name}` has {source.num_rows} rows but `x` has {self._x.num_rows}."
-            )
+            raise ValueError(f"`{name}` has {source.num_rows} rows but `x` has {self._x.num_rows}.")
         return source
 
     def _num_units(self):
@@ -174,7 +172,9 @@ class CachedBatches(CachedData):
             )
         sampled = [row for row in self._data_record["sample_rows"] if start <= row < stop]
         fingerprints.compare_sample_hashes(
-            self._data_record, sampled, [fingerprints.row_hash([leaf[row - start] for leaf in leaves]) for row in sampled]
+            self._data_record,
+            sampled,
+            [fingerprints.row_hash([leaf[row - start] for leaf in leaves]) for row in sampled],
         )
         cached = (self._with_outputs(x, np.arange(start, stop)),)
         if y is None and sample_weight is None:

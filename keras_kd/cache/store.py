@@ -6,13 +6,9 @@ import shutil
 import keras
 import numpy as np
 
-from keras_kd import atomic
+from keras_kd import atomic, validation
 from keras_kd import features as kd_features
-from keras_kd import validation
-from keras_kd.cache import datasets
-from keras_kd.cache import files
-from keras_kd.cache import fingerprints
-from keras_kd.cache import sources
+from keras_kd.cache import datasets, files, fingerprints, sources
 from keras_kd.cache.errors import CacheMismatchError
 
 
@@ -93,10 +89,7 @@ class TeacherCache:
             FileExistsError: if `path` exists and `overwrite` is False.
         """
         if not isinstance(teacher, keras.Model):
-            raise TypeError(
-                f"`teacher` must be a keras.Model; got {teacher!r} of type "
-                f"{type(teacher).__name__}."
-            )
+            raise TypeError(f"`teacher` must be a keras.Model; got {teacher!r} of type {type(teacher).__name__}.")
         feature_layers = [kd_features.layer_name("feature_layers", layer) for layer in feature_layers]
         if len(set(feature_layers)) != len(feature_layers):
             raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
@@ -192,10 +185,7 @@ class TeacherCache:
     def teacher_features(self, layer):
         """The cached outputs of the teacher layer named `layer`."""
         if layer not in self._metadata["feature_layers"]:
-            raise KeyError(
-                f"The cache holds no features of layer {layer!r}; it holds "
-                f"{self.feature_layers}."
-            )
+            raise KeyError(f"The cache holds no features of layer {layer!r}; it holds {self.feature_layers}.")
         return self._arrays[files.feature_key(layer)]
 
     def __repr__(self):
@@ -235,11 +225,7 @@ class TeacherCache:
         _refuse_input_transforms(distiller)
         self.check_teacher(distiller.teacher)
         available = self.feature_layers if feature_layers is None else list(feature_layers)
-        missing = [
-            match.teacher_layer
-            for match in distiller.feature_matches
-            if match.teacher_layer not in available
-        ]
+        missing = [match.teacher_layer for match in distiller.feature_matches if match.teacher_layer not in available]
         if missing:
             raise CacheMismatchError(
                 f"The Distiller matches features of teacher layers {missing}, "
