@@ -25,8 +25,6 @@ import textwrap
 import keras
 import pytest
 
-import keras_kd
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "keras_kd"
 DOCS = ROOT / "docs"
@@ -34,8 +32,9 @@ NOT_RUN = "# not run:"
 
 # A fenced block: its opening fence (any indentation, as inside a list item),
 # its body, and a closing fence at the same indentation.
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
-                   re.MULTILINE | re.DOTALL)
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +81,7 @@ def package_modules(path=PACKAGE, prefix="keras_kd"):
 def docstrings(tree):
     """(line of the docstring's first line, docstring) of the module, its classes and functions."""
     nodes = [tree] + [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        node for node in ast.walk(tree) if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
     ]
     for node in nodes:
         body = getattr(node, "body", [])
@@ -126,7 +123,7 @@ EXAMPLES = [*markdown_examples(), *docstring_examples()]
 def test_example_runs(example, tmp_path, monkeypatch):
     first_line = example.source.lstrip().split("\n", 1)[0].strip()
     if first_line.startswith(NOT_RUN):
-        pytest.skip(first_line[len(NOT_RUN):].strip() or "marked `# not run`")
+        pytest.skip(first_line[len(NOT_RUN) :].strip() or "marked `# not run`")
     monkeypatch.chdir(tmp_path)
     try:
         if example.doctest:
