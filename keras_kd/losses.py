@@ -8,9 +8,11 @@ run in a mixed-precision policy, and probabilities are handled in log space.
 Two families:
 
 * Logit losses (`DistillationLoss`): `loss(teacher_logits, student_logits,
-  temperature, step=None)`. `SoftTargetKL` (Hinton et al., 2015) and
-  `DecoupledKD` (Zhao et al., 2022). Each takes `standardize=True` for the
-  logit standardization of Sun et al. (2024).
+  temperature, step=None)`. `SoftTargetKL` (Hinton et al., 2015),
+  `DecoupledKD` (Zhao et al., 2022), and the divergences used to distil
+  language models: `ReverseKL`, `GeneralizedJSD` (Agarwal et al., 2024) and
+  `TotalVariation`. Each takes `standardize=True` for the logit
+  standardization of Sun et al. (2024).
 * Feature losses (`FeatureLoss`): `loss(teacher_feature, student_feature)`.
   `HintMSE` (FitNets), `AttentionTransfer`, `CosineFeatureLoss`, and the
   batch-level relational losses `RelationalKD` and `ProbabilisticKT`.
@@ -19,6 +21,8 @@ Where a paper and its reference code disagree, the docstrings say which one
 is followed, so that hyperparameters published with the code carry over.
 """
 
+import functools
+import math
 import numbers
 import re
 
@@ -36,6 +40,12 @@ _TINY = 1e-30
 # exp() of their shifted value underflows to exactly 0 at any logit scale.
 _EXCLUDED_LOGIT_GAP = 1e3
 
+# Logits with more elements than this (16 MiB of float32; language-model
+# vocabularies) go through the divergences in chunks of positions of at most
+# `_CHUNK_ELEMENTS` elements (4 MiB) each; see `_per_position`.
+_CHUNKING_THRESHOLD = 2**22
+_CHUNK_ELEMENTS = 2**20
+
 
 # --------------------------------------------------------------------------
 # Shared math
@@ -52,7 +62,14 @@ def _kl_from_log_probs(teacher_log_probs, student_log_probs, excluded=None):
     Entries where `excluded` is True contribute nothing. Rounding can leave a
     KL of -1e-8 for identical distributions; the true value is never negative.
     """
-    terms = ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs)
+    return _expected_log_ratio(
+        teacher_log_probs, teacher_log_probs - student_log_probs, excluded=excluded
+    )
+
+
+def _expected_log_ratio(log_probs, log_ratio, excluded=None):
+    """`sum_i p_i * log_ratio_i` over the last axis, clipped at 0 (a KL divergence)."""
+    terms = ops.exp(log_probs) * log_ratio
     if excluded is not None:
         terms = ops.where(excluded, 0.0, terms)
     return ops.maximum(ops.sum(terms, axis=-1), 0.0)
@@ -66,6 +83,76 @@ def _exclude_classes(logits, excluded):
     """
     lowest = ops.min(logits, axis=-1, keepdims=True)
     return ops.where(excluded, lowest - _EXCLUDED_LOGIT_GAP, logits)
+
+
+def _per_position(function_name, row_loss, teacher_logits, student_logits, temperature):
+    """`row_loss` at every position of `(..., classes)` logits, in bounded memory.
+
+    `row_loss(teacher_logits, student_logits, temperature)` takes float32
+    logits of shape `(..., classes)` and returns shape `(...)`. Logits of up
+    to `_CHUNKING_THRESHOLD` elements go through it at once. Larger ones
+    (e.g. `(4, 256, 128_000)` from a language model) go through it in chunks
+    of positions, with `keras.ops.map` over a `keras.remat` function:
+    autodiff then keeps none of a chunk's intermediates for the backward pass
+    but recomputes them there, one chunk at a time, and jax writes each
+    chunk's gradient in place. The float32 cast is per chunk too, so
+    bfloat16 logits are never upcast all at once. `bench/loss_memory.py`
+    measures the peak. Chunking needs the static shape; with an unknown
+    dimension the logits go through at once.
+    """
+    validation.check_same_logits_shape(function_name, teacher_logits, student_logits)
+    temperature = ops.cast(validation.check_loss_temperature(temperature), "float32")
+    shape = tuple(teacher_logits.shape)
+    positions = math.prod(shape[:-1]) if None not in shape else None
+    if positions is None or positions * shape[-1] <= _CHUNKING_THRESHOLD:
+        return row_loss(*_as_float32(teacher_logits, student_logits), temperature)
+    classes = shape[-1]
+    # Equal chunks (a remainder handled apart costs jax two copies of the logits).
+    rows = _largest_divisor_at_most(positions, max(_CHUNK_ELEMENTS // classes, 1))
+    chunked_shape = (positions // rows, rows, classes)
+
+    @keras.remat
+    def chunk_loss(chunk):
+        return row_loss(*_as_float32(*chunk), temperature)
+
+    values = ops.map(
+        chunk_loss,
+        (ops.reshape(teacher_logits, chunked_shape), ops.reshape(student_logits, chunked_shape)),
+    )
+    return ops.reshape(values, shape[:-1])
+
+
+def _largest_divisor_at_most(number, limit):
+    divisors = set()
+    for candidate in range(1, math.isqrt(number) + 1):
+        if number % candidate == 0:
+            divisors.update((candidate, number // candidate))
+    return max(divisor for divisor in divisors if divisor <= limit)
+
+
+def _log_ratios_to_mixture(teacher_log_probs, student_log_probs, beta):
+    """`(log p - log m, log q - log m)` for the mixture `m = beta p + (1 - beta) q`.
+
+    From `delta = log q - log p`: `log(m / p) = log1p((1 - beta) expm1(delta))`
+    and `log(m / q) = log1p(beta expm1(-delta))`, each evaluated where its
+    expm1 argument is <= 0 (no overflow, and log1p's argument stays above -1
+    for 0 < beta < 1), the other one following by adding `delta`. This is the
+    logsumexp of `log p + log beta` and `log q + log(1 - beta)` taken
+    relative to one of them, so that equal distributions give `delta = 0` and
+    both ratios exactly 0: a plain logsumexp leaves a rounding error of about
+    `1e-7 * |log p|` there, which the `T ** 2` factor magnifies.
+    """
+    delta = student_log_probs - teacher_log_probs
+    mixture_over_teacher = ops.log1p((1.0 - beta) * ops.expm1(ops.minimum(delta, 0.0)))
+    mixture_over_student = ops.log1p(beta * ops.expm1(-ops.maximum(delta, 0.0)))
+    student_is_larger = delta > 0.0
+    log_mixture_over_teacher = ops.where(
+        student_is_larger, mixture_over_student + delta, mixture_over_teacher
+    )
+    log_mixture_over_student = ops.where(
+        student_is_larger, mixture_over_student, mixture_over_teacher - delta
+    )
+    return -log_mixture_over_teacher, -log_mixture_over_student
 
 
 def _flatten_per_example(tensor):
@@ -235,9 +322,12 @@ def soft_target_kl(teacher_logits, student_logits, temperature):
     assert float(soft_target_kl(teacher, teacher, 4.0)[0]) == 0.0
     ```
     """
-    teacher_logits, student_logits = _as_float32(teacher_logits, student_logits)
-    validation.check_same_logits_shape("soft_target_kl", teacher_logits, student_logits)
-    temperature = ops.cast(validation.check_loss_temperature(temperature), "float32")
+    return _per_position(
+        "soft_target_kl", _soft_target_kl_rows, teacher_logits, student_logits, temperature
+    )
+
+
+def _soft_target_kl_rows(teacher_logits, student_logits, temperature):
     kl = _kl_from_log_probs(
         ops.log_softmax(teacher_logits / temperature, axis=-1),
         ops.log_softmax(student_logits / temperature, axis=-1),
@@ -350,6 +440,203 @@ def decoupled_kd(
     target_kl = _kl_from_log_probs(teacher_binary, student_binary)
     non_target_kl = _kl_from_log_probs(teacher_non_target, student_non_target, excluded=is_target)
     return (alpha * target_kl + beta * non_target_kl) * ops.square(temperature)
+
+
+def reverse_kl(teacher_logits, student_logits, temperature):
+    """Temperature-scaled reverse KL divergence: `KL(student || teacher) * T ** 2`.
+
+    The reverse (mode-seeking) KL of on-policy language-model distillation:
+    Gu, Dong, Wei & Huang, "MiniLLM: Knowledge Distillation of Large Language
+    Models", ICLR 2024, and Agarwal et al., "On-Policy Distillation of
+    Language Models: Learning from Self-Generated Mistakes" (GKD), ICLR 2024.
+    Where the forward KL (`soft_target_kl`) makes the student cover every
+    class the teacher gives mass to, the reverse KL lets a small student put
+    its mass on the teacher's main modes. Both distributions are softened by
+    `temperature`, and the result is multiplied by `temperature ** 2` as in
+    `soft_target_kl`; it equals `soft_target_kl(student_logits,
+    teacher_logits, temperature)`.
+
+    Logits of any rank are taken per position; large ones are processed in
+    chunks of positions, so that forward and backward passes need no more
+    than the gradient as an extra copy of the logits (see
+    `bench/loss_memory.py`).
+
+    Args:
+        teacher_logits: Tensor of shape `(batch, ..., classes)`; raw logits.
+        student_logits: Tensor of the same shape.
+        temperature: Positive scalar (Python float or tensor).
+
+    Returns:
+        Float32 tensor of shape `(batch, ...)`: one value per position.
+
+    Raises:
+        ValueError: if the shapes differ, or for a temperature that is not > 0.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_kd import losses
+
+    teacher = np.array([[[2.0, 0.0, -1.0], [0.0, 0.0, 3.0]]], "float32")  # (batch, time, classes)
+    student = np.zeros_like(teacher)
+    values = losses.reverse_kl(teacher, student, 2.0)
+    assert tuple(values.shape) == (1, 2)
+    np.testing.assert_allclose(values, losses.soft_target_kl(student, teacher, 2.0))
+    ```
+    """
+    return _per_position(
+        "reverse_kl", _reverse_kl_rows, teacher_logits, student_logits, temperature
+    )
+
+
+def _reverse_kl_rows(teacher_logits, student_logits, temperature):
+    return _soft_target_kl_rows(student_logits, teacher_logits, temperature)
+
+
+def _check_beta(beta):
+    beta = validation.check_real_number("beta", beta, schedulable=False)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(
+            "`beta` of the generalized Jensen-Shannon divergence must be in "
+            "[0, 1] (0: forward KL, 1: reverse KL, 0.5: the symmetric JSD); "
+            f"got {beta!r}."
+        )
+    return beta
+
+
+def generalized_jsd(teacher_logits, student_logits, temperature, beta=0.5):
+    """Generalized Jensen-Shannon divergence of GKD, times `T ** 2`.
+
+    Agarwal, Vieillard, Zhou, Stanczyk, Ramos, Geist & Bachem, "On-Policy
+    Distillation of Language Models: Learning from Self-Generated Mistakes"
+    (GKD), ICLR 2024, eq. (1), with `p` the teacher's and `q` the student's
+    distribution (both softened by `temperature`):
+
+        m = beta * p + (1 - beta) * q
+        JSD(beta) = beta * KL(p || m) + (1 - beta) * KL(q || m)
+
+    multiplied by `temperature ** 2` as in `soft_target_kl`. `beta=0.5` is
+    the symmetric Jensen-Shannon divergence, bounded by `log 2 * T ** 2`.
+    The mixture is formed in log space (a logsumexp of the two weighted
+    log-probabilities, written so that equal distributions give exactly 0).
+
+    Paper vs code: `beta` runs the same way as in TRL's
+    `GKDTrainer.generalized_jsd_loss` (and its `DistillationTrainer`), which
+    this function follows, endpoints included: TRL computes `beta=0` as the
+    forward KL, `KL(teacher || student)` (`soft_target_kl`), and `beta=1` as
+    the reverse KL, `KL(student || teacher)` (`reverse_kl`). The formula
+    itself tends to 0 at both ends (as `beta -> 0` it is about `beta` times
+    the forward KL; as `beta -> 1`, about `1 - beta` times the reverse KL),
+    so the value jumps at exactly 0 and 1: a small `beta` behaves like a
+    down-scaled forward KL, a `beta` near 1 like a down-scaled reverse KL.
+    TRL does not multiply by `T ** 2`; at its default `temperature=1` the
+    two agree.
+
+    Args:
+        teacher_logits: Tensor of shape `(batch, ..., classes)`; raw logits.
+        student_logits: Tensor of the same shape.
+        temperature: Positive scalar (Python float or tensor).
+        beta: Real number in [0, 1]: the teacher's weight in the mixture.
+
+    Returns:
+        Float32 tensor of shape `(batch, ...)`: one value per position.
+
+    Raises:
+        ValueError: for a `beta` outside [0, 1], shapes that differ, or a
+            temperature that is not > 0.
+        TypeError: for a `beta` that is not a real number.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_kd import losses
+
+    teacher = np.array([[4.0, 0.0, -2.0]], "float32")
+    student = np.array([[-2.0, 0.0, 4.0]], "float32")
+    symmetric = losses.generalized_jsd(teacher, student, 1.0, beta=0.5)
+    assert 0.0 < float(symmetric[0]) < np.log(2.0)
+    np.testing.assert_allclose(  # beta=0 is TRL's forward KL
+        losses.generalized_jsd(teacher, student, 1.0, beta=0.0),
+        losses.soft_target_kl(teacher, student, 1.0),
+    )
+    ```
+    """
+    beta = _check_beta(beta)
+    return _per_position(
+        "generalized_jsd",
+        functools.partial(_generalized_jsd_rows, beta=beta),
+        teacher_logits,
+        student_logits,
+        temperature,
+    )
+
+
+def _generalized_jsd_rows(teacher_logits, student_logits, temperature, beta):
+    if beta == 0.0:
+        return _soft_target_kl_rows(teacher_logits, student_logits, temperature)
+    if beta == 1.0:
+        return _reverse_kl_rows(teacher_logits, student_logits, temperature)
+    teacher_log_probs = ops.log_softmax(teacher_logits / temperature, axis=-1)
+    student_log_probs = ops.log_softmax(student_logits / temperature, axis=-1)
+    teacher_over_mixture, student_over_mixture = _log_ratios_to_mixture(
+        teacher_log_probs, student_log_probs, beta
+    )
+    divergence = beta * _expected_log_ratio(teacher_log_probs, teacher_over_mixture) + (
+        1.0 - beta
+    ) * _expected_log_ratio(student_log_probs, student_over_mixture)
+    return divergence * ops.square(temperature)
+
+
+def total_variation(teacher_logits, student_logits, temperature):
+    """Total variation distance `0.5 * sum_i |p_i - q_i|`, not scaled by `T ** 2`.
+
+    The total variation distance between the teacher's and the student's
+    distributions softened by `temperature`, one of the f-divergences for
+    distilling language models compared by Wen, Li, Du & Mou, "f-Divergence
+    Minimization for Sequence-Level Knowledge Distillation", ACL 2023. It is
+    symmetric and bounded: 0 for equal distributions, 1 for disjoint ones.
+
+    No `T ** 2` factor, unlike the KL losses: Hinton et al. multiply by
+    `T ** 2` because the KL's gradient shrinks like `1 / T ** 2` at high
+    temperature, while the total variation and its gradient shrink only like
+    `1 / T`, so the factor would make them grow with `T`. The value stays a
+    distance in [0, 1] at every temperature; scale the loss's weight when
+    changing `temperature` (by `T` to keep the high-temperature gradient
+    constant).
+
+    Args:
+        teacher_logits: Tensor of shape `(batch, ..., classes)`; raw logits.
+        student_logits: Tensor of the same shape.
+        temperature: Positive scalar (Python float or tensor).
+
+    Returns:
+        Float32 tensor of shape `(batch, ...)`, values in [0, 1].
+
+    Raises:
+        ValueError: if the shapes differ, or for a temperature that is not > 0.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_kd import losses
+
+    teacher = np.array([[20.0, 0.0], [0.0, 0.0]], "float32")
+    student = np.array([[0.0, 20.0], [0.0, 0.0]], "float32")
+    np.testing.assert_allclose(losses.total_variation(teacher, student, 1.0), [1.0, 0.0], atol=1e-6)
+    ```
+    """
+    return _per_position(
+        "total_variation", _total_variation_rows, teacher_logits, student_logits, temperature
+    )
+
+
+def _total_variation_rows(teacher_logits, student_logits, temperature):
+    teacher_probs = ops.softmax(teacher_logits / temperature, axis=-1)
+    student_probs = ops.softmax(student_logits / temperature, axis=-1)
+    return 0.5 * ops.sum(ops.abs(teacher_probs - student_probs), axis=-1)
 
 
 # --------------------------------------------------------------------------
@@ -920,6 +1207,107 @@ class DecoupledKD(DistillationLoss):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
+class ReverseKL(DistillationLoss):
+    """Reverse KL, `KL(student || teacher) * T ** 2`; see `reverse_kl`.
+
+    Gu et al., "MiniLLM: Knowledge Distillation of Large Language Models",
+    ICLR 2024. The temperature comes from the Distiller; `step` is ignored.
+
+    Args:
+        standardize: Logit standardization first (Sun et al., CVPR 2024).
+        name: Name of the loss.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras
+    from keras_kd import losses
+
+    loss = losses.ReverseKL(name="rkl")
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    logits = np.array([[2.0, 0.0, -1.0]], "float32")
+    assert restored.name == "rkl" and float(restored(logits, logits, 2.0)[0]) == 0.0
+    ```
+    """
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        return reverse_kl(teacher_logits, student_logits, temperature)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class GeneralizedJSD(DistillationLoss):
+    """Generalized Jensen-Shannon divergence of GKD (Agarwal et al., ICLR 2024); see `generalized_jsd`.
+
+    Agarwal et al., "On-Policy Distillation of Language Models: Learning from
+    Self-Generated Mistakes", ICLR 2024. `beta` is the teacher's weight in
+    the mixture, as in TRL: 0 gives the forward KL (`SoftTargetKL`), 1 the
+    reverse KL (`ReverseKL`), 0.5 (the default, as TRL's) the symmetric JSD.
+
+    Args:
+        beta: Real number in [0, 1].
+        standardize: Logit standardization first (Sun et al., CVPR 2024).
+        name: Name of the loss.
+
+    Raises:
+        ValueError: for a `beta` outside [0, 1].
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    import keras_kd
+
+    teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5)])
+    student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5)])
+    distiller = keras_kd.Distiller(
+        teacher, student, temperature=1.0, alpha=0.5,
+        distillation_loss=keras_kd.losses.GeneralizedJSD(beta=0.9))
+    distiller.compile(optimizer="adam")
+    distiller.fit(np.ones((4, 8), "float32"), np.zeros(4, "int32"), epochs=1, verbose=0)
+    ```
+    """
+
+    def __init__(self, beta=0.5, standardize=False, name=None):
+        super().__init__(standardize=standardize, name=name)
+        self.beta = _check_beta(beta)
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        return generalized_jsd(teacher_logits, student_logits, temperature, beta=self.beta)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class TotalVariation(DistillationLoss):
+    """Total variation distance, in [0, 1] and not scaled by `T ** 2`; see `total_variation`.
+
+    Wen et al., "f-Divergence Minimization for Sequence-Level Knowledge
+    Distillation", ACL 2023. The temperature comes from the Distiller;
+    `step` is ignored.
+
+    Args:
+        standardize: Logit standardization first (Sun et al., CVPR 2024).
+        name: Name of the loss.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_kd import losses
+
+    teacher = np.array([[20.0, 0.0]], "float32")
+    assert abs(float(losses.TotalVariation()(teacher, -teacher, 1.0)[0]) - 1.0) < 1e-6
+    ```
+    """
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        return total_variation(teacher_logits, student_logits, temperature)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
 class FeatureLoss(_ConfiguredLoss):
     """Base class of the losses between a teacher and a student feature.
 
@@ -1271,14 +1659,18 @@ __all__ = [
     "DecoupledKD",
     "DistillationLoss",
     "FeatureLoss",
+    "GeneralizedJSD",
     "HintMSE",
     "ProbabilisticKT",
     "RelationalKD",
+    "ReverseKL",
     "SoftTargetKL",
+    "TotalVariation",
     "attention_map",
     "attention_transfer",
     "cosine_feature_loss",
     "decoupled_kd",
+    "generalized_jsd",
     "get",
     "get_feature_loss",
     "hint_mse",
@@ -1286,9 +1678,11 @@ __all__ = [
     "label_cross_entropy",
     "pkt",
     "resolve_hard_loss",
+    "reverse_kl",
     "rkd_angle",
     "rkd_distance",
     "soft_target_kl",
     "standardize_logits",
+    "total_variation",
     "weighted_mean",
 ]
