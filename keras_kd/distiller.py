@@ -273,20 +273,24 @@ class Distiller(keras.Model):
         self._step_checks.begin(
             self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution
         )
-        data = kd_backend.checked_data(self, self._step_checks, batch.data)
-        with kd_backend.keeping_state(self, self._step_checks):
-            return super().fit(data, *args, **kwargs)
+        checks = self._step_checks
+        kwargs = self._checked_validation_data(kwargs)
+        with kd_backend.keeping_state(self, checks), checks.clear_errors():
+            return super().fit(checks.checked_data(batch.data), *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         """As `keras.Model.evaluate`, checking the data (and a cache) as `fit` does."""
+        if kwargs.get("_use_cached_eval_dataset"):
+            # fit's validation, on data that fit has checked.
+            return super().evaluate(x, *args, **kwargs)
         x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.evaluate, x, args, kwargs)
         arguments = _fit_arguments(keras.Model.evaluate, self, x, args, kwargs)
         batch = fit_checks.first_batch(x, arguments.get("y"))
         fit_checks.check_first_batch(batch, self._data_requirements(training=False))
         self._step_checks.begin_evaluation(self._checked_logits_shape())
-        data = kd_backend.checked_data(self, self._step_checks, batch.data)
-        with kd_backend.keeping_state(self, self._step_checks):
-            return super().evaluate(data, *args, **kwargs)
+        checks = self._step_checks
+        with kd_backend.keeping_state(self, checks), checks.clear_errors():
+            return super().evaluate(checks.checked_data(batch.data), *args, **kwargs)
 
     @property
     def step_checks(self):
@@ -309,6 +313,20 @@ class Distiller(keras.Model):
         checked = kd_backend.checked_step_function(function, self._step_checks, training)
         checked._keras_kd_checked = True
         return checked
+
+    def _checked_validation_data(self, kwargs):
+        """`kwargs` of `fit`, its `validation_data` checked as `evaluate` checks data."""
+        validation_data = kwargs.get("validation_data")
+        if validation_data is None:
+            return kwargs
+        requirements = self._data_requirements(training=False)
+        if isinstance(validation_data, tuple):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(validation_data)
+            fit_checks.check_first_batch(fit_checks.first_batch(x, y), requirements)
+            return kwargs
+        batch = fit_checks.first_batch(validation_data, None)
+        fit_checks.check_first_batch(batch, requirements)
+        return {**kwargs, "validation_data": self._step_checks.checked_data(batch.data)}
 
     def _data_requirements(self, training):
         """What `fit_checks.check_first_batch` checks the data against."""

@@ -27,8 +27,10 @@ Distiller stays trainable and savable (`keras_kd.backend.keeping_state`).
 """
 
 import collections
+import contextlib
 import inspect
 import math
+import re
 
 import keras
 import numpy as np
@@ -166,56 +168,83 @@ def _replay(first_batches, generator):
 
 
 class StepChecks:
-    """The checks run before each step's batch reaches the compiled step.
+    """The checks of each batch's labels and each step's schedules.
 
-    A Distiller holds one; `fit` calls `begin`, and `wrap` puts it around
-    the step functions Keras makes (`keras_kd.backend.checked_step_function`
-    arranges it per backend).
+    A Distiller holds one. `fit` calls `begin`, passes its data through
+    `checked_data` and runs inside `clear_errors`; the step functions Keras
+    makes are wrapped (`keras_kd.backend.checked_step_function`) to call
+    `before_train_call` before each train call.
+
+    Labels are checked where the data are still on the host, before they
+    reach a device: a generator's and a PyDataset's batches as Python
+    reads them, a `tf.data.Dataset`'s in its pipeline (an assertion). So no
+    step waits for a device, and nothing in a compiled step changes.
 
     Args:
         schedules: The `hyperparameters.ScheduledValue`s that change with
             the step (temperature, alpha).
 
     Attributes:
-        enabled: False skips the per-step checks of later fits (the checks
-            before training stay); `bench/step_checks.py` measures their
-            cost this way.
+        enabled: False skips the per-batch and per-step checks of later
+            fits (the checks before training stay); `bench/step_checks.py`
+            measures their cost this way.
     """
 
     def __init__(self, schedules):
         self.enabled = True
         self.schedules = [value for value in schedules if not value.is_constant]
-        self.logits_shape = None
         self.steps_per_call = 1
         self.completed_calls = 0
         self._next_step = None
-
-    @property
-    def num_classes(self):
-        """The classes of the sparse labels to check, or None for no check."""
-        return None if self.logits_shape is None else self.logits_shape[-1]
-
-    def checks_labels(self, labels):
-        """Whether `labels` (of a batch) are class ids that the steps check."""
-        if not self.enabled or self.logits_shape is None or labels is None:
-            return False
-        one_hot = (
-            self.num_classes != 1
-            and len(labels.shape) == len(self.logits_shape)
-            and labels.shape[-1] == self.num_classes
-        )
-        return not one_hot
+        self._labels = _LabelCheck(None)
 
     def begin(self, first_step, planned, logits_shape, steps_per_call):
         """Starts a fit at `first_step`; checks the schedules over `planned` steps."""
         self._next_step = first_step
-        self.logits_shape = logits_shape
+        self._labels = _LabelCheck(logits_shape)
         self.steps_per_call = steps_per_call
         if planned:
             self._check_schedules(first_step, first_step + planned)
 
     def begin_evaluation(self, logits_shape):
-        self.logits_shape = logits_shape
+        self._labels = _LabelCheck(logits_shape)
+
+    def checked_data(self, data):
+        """`data` whose batches' labels are checked as they are read.
+
+        Arrays (checked whole before training) and other data are returned
+        as they are; the user's objects are never changed.
+        """
+        if not self.enabled or self._labels.logits_shape is None:
+            return data
+        if inspect.isgenerator(data):
+            return _checked_batches(data, self._labels)
+        if isinstance(data, keras.utils.PyDataset):
+            return _CheckedPyDataset(data, self._labels)
+        if hasattr(data, "element_spec"):
+            import tensorflow as tf
+
+            # Parallel map calls keep the order of the batches.
+            return data.map(self._labels.in_graph, num_parallel_calls=tf.data.AUTOTUNE)
+        return data
+
+    @contextlib.contextmanager
+    def clear_errors(self):
+        """Turns a label check failing inside a data pipeline into its ValueError.
+
+        TensorFlow reports an error raised in a pipeline (a failed
+        assertion, an exception of a generator it wraps) as its own
+        `InvalidArgumentError`; the check's ValueError replaces it.
+        """
+        labels = self._labels
+        labels.error = None
+        try:
+            yield
+        except Exception as error:
+            clear = labels.error or _failed_assertion(error, labels)
+            if clear is None or clear is error:
+                raise
+            raise clear from None
 
     def before_train_call(self):
         if not self.enabled or self._next_step is None or not self.schedules:
@@ -224,17 +253,101 @@ class StepChecks:
         self._next_step += self.steps_per_call
         self._check_schedules(step, step + self.steps_per_call)
 
-    def check_batch(self, batch):
-        """Checks one batch's labels on the host (JAX, PyTorch)."""
-        if not self.enabled or self.logits_shape is None:
-            return
-        _, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(batch))
-        if labels is not None:
-            validation.check_label_array(keras.ops.convert_to_numpy(labels), self.logits_shape)
-
-    def label_error(self, value):
-        return validation.label_value_error(value, self.num_classes)
-
     def _check_schedules(self, start, stop):
         for value in self.schedules:
             value.check_steps(start, stop)
+
+
+# Tags the assertion of a tf.data pipeline's labels, so that its failure
+# can be told from other errors.
+_BAD_LABEL = "keras_kd: label out of the classes"
+_BAD_LABEL_VALUE = re.compile(re.escape(_BAD_LABEL) + r"\] \[([^\]]+)\]")
+
+
+class _LabelCheck:
+    """Checks the labels of batches against the student's `logits_shape` (None: no check).
+
+    Plain data, so that a PyDataset's worker processes can take it; `error`
+    keeps the last error raised, for `StepChecks.clear_errors`.
+    """
+
+    def __init__(self, logits_shape):
+        self.logits_shape = logits_shape
+        self.error = None
+
+    def __call__(self, batch):
+        _, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(batch))
+        if labels is None:
+            return
+        try:
+            validation.check_label_array(np.asarray(labels), self.logits_shape)
+        except (TypeError, ValueError) as error:
+            self.error = error
+            raise
+
+    def in_graph(self, *batch):
+        """The batch of a `tf.data.Dataset`, its labels asserted in the pipeline."""
+        import tensorflow as tf
+
+        batch = batch if len(batch) > 1 else batch[0]
+        x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        if labels is None or validation.check_label_form(
+            tuple(labels.shape), np.dtype(labels.dtype.as_numpy_dtype).kind, labels.dtype.name, self.logits_shape
+        ):
+            return batch  # No labels, or one-hot rows.
+        # TensorFlow ops, not keras.ops: the pipeline is TensorFlow on every backend.
+        # As check_label_array: ids >= the classes, or not whole, are bad.
+        flat = tf.reshape(labels, (-1,))
+        values = tf.cast(flat, "float32")
+        bad = tf.logical_or(values >= float(self.logits_shape[-1]), values != tf.floor(values))
+        first_bad = tf.gather(flat, tf.argmax(tf.cast(bad, "int32")))
+        with tf.control_dependencies(
+            [tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [_BAD_LABEL, first_bad])]
+        ):
+            labels = tf.identity(labels)
+        return keras.utils.pack_x_y_sample_weight(x, labels, sample_weight)
+
+
+def _failed_assertion(error, labels):
+    """The ValueError for a failed `_LabelCheck.in_graph` assertion, else None."""
+    match = _BAD_LABEL_VALUE.search(str(error))
+    if match is None or labels.logits_shape is None:
+        return None
+    value = float(match[1])
+    return validation.label_value_error(int(value) if value.is_integer() else value, labels.logits_shape[-1])
+
+
+def _checked_batches(generator, check):
+    for batch in generator:
+        check(batch)
+        yield batch
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A PyDataset's batches, each checked as it is read; the PyDataset itself is untouched."""
+
+    def __init__(self, dataset, check):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self._dataset, self._check = dataset, check
+
+    def __len__(self):
+        return len(self._dataset)
+
+    @property
+    def num_batches(self):
+        return self._dataset.num_batches
+
+    def __getitem__(self, index):
+        batch = self._dataset[index]
+        self._check(batch)
+        return batch
+
+    def on_epoch_begin(self):
+        self._dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self._dataset.on_epoch_end()

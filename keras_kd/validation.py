@@ -174,6 +174,8 @@ def check_label_array(labels, logits_shape):
     num_classes = logits_shape[-1]
     if num_classes is None or labels.size == 0:
         return
+    if labels.dtype.kind in "iu" and labels.max() < num_classes:
+        return  # The common case, in one pass (this runs for every batch).
     bad = (labels >= num_classes) | (labels != np.floor(labels))
     if np.any(bad):
         raise label_value_error(labels.reshape(-1)[np.argmax(bad.reshape(-1))].item(), num_classes)
@@ -213,23 +215,6 @@ def label_value_error(value, num_classes):
         f"classes. Valid: the integers 0 to {num_classes - 1}, or -1 "
         "(keras_kd.transfer.UNLABELED) for an unlabelled example."
     )
-
-
-def first_bad_label(labels, num_classes):
-    """`(any_bad, first_bad)` for class ids, as `keras.ops` tensors.
-
-    The in-graph form of `check_label_array`'s value check, for steps whose
-    labels never reach the host: a label is bad when it is `>= num_classes`
-    or not a whole number (negative ids mark unlabelled rows).
-    """
-    labels = keras.ops.reshape(labels, (-1,))
-    values = keras.ops.cast(labels, "float32")
-    bad = keras.ops.logical_or(
-        keras.ops.greater_equal(values, float(num_classes)),
-        keras.ops.not_equal(values, keras.ops.floor(values)),
-    )
-    first = keras.ops.take(labels, keras.ops.argmax(keras.ops.cast(bad, "int32")))
-    return keras.ops.any(bad), first
 
 
 def valid_temperatures(values):

@@ -43,11 +43,6 @@ def checked_step_function(function, checks, training):
     return _module().checked_step_function(function, checks, training)
 
 
-def checked_data(distiller, checks, data):
-    """`data` to pass to Keras, checked as the backend's steps cannot check it."""
-    return _module().checked_data(distiller, checks, data)
-
-
 def keeping_state(distiller, checks):
     """A context in which a failed fit/evaluate leaves the Distiller's variables usable."""
     return _module().keeping_state(distiller, checks)

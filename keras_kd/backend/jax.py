@@ -78,36 +78,17 @@ def _current_values(scope, variables, previous_values):
     return values
 
 
-def checked_data(distiller, checks, data):
-    return data  # Each batch is checked on the host (checked_step_function).
-
-
 def checked_step_function(function, checks, training):
-    # Keras's JAX step function pulls batches from `iterator` in Python and
-    # hands them to the jitted step: each is checked on the host first.
-    # Checking before the jitted step matters: a step that fails after it
+    # The checks run before the jitted step: a step that fails after it
     # started has consumed (donated) the state it was given.
     def checked(state, iterator):
         if training:
             checks.before_train_call()
-        outputs = function(state, _CheckedBatches(iterator, checks))
+        outputs = function(state, iterator)
         checks.completed_calls += 1
         return outputs
 
     return checked
-
-
-class _CheckedBatches:
-    def __init__(self, iterator, checks):
-        self._iterator, self._checks = iterator, checks
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        batch = next(self._iterator)
-        self._checks.check_batch(batch)
-        return batch
 
 
 @contextlib.contextmanager

@@ -25,17 +25,9 @@ def test_step(distiller, data):
         return distiller.update_metrics(batch, outputs)
 
 
-def checked_data(distiller, checks, data):
-    return data  # Each batch is checked on the host (checked_step_function).
-
-
 def checked_step_function(function, checks, training):
-    # Keras hands the step a list of one batch (steps_per_execution is 1),
-    # on the host: its labels are checked before the step, which may be
-    # torch.compile'd, sees them.
+    # Outside the step, which may be torch.compile'd.
     def checked(data):
-        for batch in data:
-            checks.check_batch(batch)
         if training:
             checks.before_train_call()
         outputs = function(data)
