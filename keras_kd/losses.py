@@ -634,8 +634,11 @@ def total_variation(teacher_logits, student_logits, temperature):
 
 
 def _total_variation_rows(teacher_logits, student_logits, temperature):
-    teacher_probs = ops.softmax(teacher_logits / temperature, axis=-1)
-    student_probs = ops.softmax(student_logits / temperature, axis=-1)
+    # exp(log_softmax), not softmax: jax's jitted softmax rounds differently
+    # for two copies of the same logits, leaving a distance of ~1e-9 between
+    # identical distributions.
+    teacher_probs = ops.exp(ops.log_softmax(teacher_logits / temperature, axis=-1))
+    student_probs = ops.exp(ops.log_softmax(student_logits / temperature, axis=-1))
     return 0.5 * ops.sum(ops.abs(teacher_probs - student_probs), axis=-1)
 
 

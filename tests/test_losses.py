@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from keras import ops
 from scipy.special import logsumexp
 
+import keras_kd
 from keras_kd import losses
 
 # --------------------------------------------------------------------------
@@ -145,6 +146,53 @@ def numpy_soft_target_kl(teacher, student, temperature):
     log_p = numpy_log_softmax(teacher.astype("float64") / temperature)
     log_q = numpy_log_softmax(student.astype("float64") / temperature)
     return (np.exp(log_p) * (log_p - log_q)).sum(-1) * temperature**2
+
+
+def numpy_reverse_kl(teacher, student, temperature):
+    log_p = numpy_log_softmax(teacher.astype("float64") / temperature)
+    log_q = numpy_log_softmax(student.astype("float64") / temperature)
+    return numpy_kl(log_q, log_p) * temperature**2
+
+
+def numpy_generalized_jsd(teacher, student, temperature, beta):
+    """GKD's eq. (1) from its definition, the mixture by scipy's logsumexp (0 < beta < 1)."""
+    log_p = numpy_log_softmax(teacher.astype("float64") / temperature)
+    log_q = numpy_log_softmax(student.astype("float64") / temperature)
+    log_m = logsumexp(np.stack([log_p + np.log(beta), log_q + np.log1p(-beta)]), axis=0)
+    return (beta * numpy_kl(log_p, log_m) + (1 - beta) * numpy_kl(log_q, log_m)) * temperature**2
+
+
+def trl_generalized_jsd(teacher, student, temperature, beta):
+    """Port of TRL's GKDTrainer.generalized_jsd_loss, reduction="none" summed over the vocabulary.
+
+    `F.kl_div(input, target, log_target=True)` is `exp(target) * (target -
+    input)`, i.e. KL(target || input). TRL does not multiply by T^2; the
+    port does, as keras_kd's losses do.
+    """
+    student_log_probs = numpy_log_softmax(student.astype("float64") / temperature)
+    teacher_log_probs = numpy_log_softmax(teacher.astype("float64") / temperature)
+
+    def kl_div(input_log_probs, target_log_probs):
+        return np.exp(target_log_probs) * (target_log_probs - input_log_probs)
+
+    if beta == 0:
+        jsd = kl_div(student_log_probs, teacher_log_probs)
+    elif beta == 1:
+        jsd = kl_div(teacher_log_probs, student_log_probs)
+    else:
+        mixture_log_probs = logsumexp(
+            np.stack([student_log_probs + np.log1p(-beta), teacher_log_probs + np.log(beta)]), axis=0
+        )
+        kl_teacher = kl_div(mixture_log_probs, teacher_log_probs)
+        kl_student = kl_div(mixture_log_probs, student_log_probs)
+        jsd = beta * kl_teacher + (1 - beta) * kl_student
+    return jsd.sum(-1) * temperature**2
+
+
+def numpy_total_variation(teacher, student, temperature):
+    p = np.exp(numpy_log_softmax(teacher.astype("float64") / temperature))
+    q = np.exp(numpy_log_softmax(student.astype("float64") / temperature))
+    return 0.5 * np.abs(p - q).sum(-1)
 
 
 def numpy_standardize(z, epsilon=1e-7):
@@ -306,12 +354,19 @@ def feature_pair(case, seed=0, scale=1.0, same_shapes=False):
     return teacher, student
 
 
+# One partial object (jax compiles once per function object).
+generalized_jsd_beta_0_1 = functools.partial(losses.generalized_jsd, beta=0.1)
+
 # Logit losses as the Distiller builds them.
 LOGIT_LOSSES = {
     "soft_target_kl": losses.SoftTargetKL(),
     "soft_target_kl_standardized": losses.SoftTargetKL(standardize=True, name="lskd"),
     "decoupled_kd": losses.DecoupledKD(alpha=0.5, beta=2.0, warmup_steps=10),
     "decoupled_kd_standardized": losses.DecoupledKD(standardize=True),
+    "reverse_kl": losses.ReverseKL(),
+    "generalized_jsd": losses.GeneralizedJSD(beta=0.3, name="gkd"),
+    "generalized_jsd_standardized": losses.GeneralizedJSD(standardize=True),
+    "total_variation": losses.TotalVariation(),
 }
 
 
@@ -591,6 +646,172 @@ def test_decoupled_kd_needs_two_classes():
 
 
 # --------------------------------------------------------------------------
+# The divergence family: reverse KL, generalized JSD (GKD), total variation
+# --------------------------------------------------------------------------
+
+# Each divergence with its NumPy float64 reference, `(teacher, student, T) -> values`.
+DIVERGENCES = {
+    "reverse_kl": (losses.reverse_kl, numpy_reverse_kl),
+    "generalized_jsd_0.5": (losses.generalized_jsd, lambda t, s, T: numpy_generalized_jsd(t, s, T, 0.5)),
+    "generalized_jsd_0.1": (
+        generalized_jsd_beta_0_1,
+        lambda t, s, T: numpy_generalized_jsd(t, s, T, 0.1),
+    ),
+    "total_variation": (losses.total_variation, numpy_total_variation),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
+def test_divergences_match_numpy(name, temperature):
+    loss, reference = DIVERGENCES[name]
+    teacher, student = random_logits(LOGITS_SHAPE, seed=50), random_logits(LOGITS_SHAPE, seed=51)
+    values = compute(loss, teacher, student, temperature)
+    assert values.shape == LOGITS_SHAPE[:1]
+    np.testing.assert_allclose(values, reference(teacher, student, temperature), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+@pytest.mark.parametrize("temperature", [0.05, 1.0, 100.0])
+def test_divergences_are_finite_and_right_for_extreme_logits(name, temperature):
+    loss, reference = DIVERGENCES[name]
+    values = compute(loss, EXTREME_TEACHER, EXTREME_STUDENT, temperature)
+    assert np.all(np.isfinite(values)) and np.all(values >= 0)
+    expected = reference(EXTREME_TEACHER, EXTREME_STUDENT, temperature)
+    np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-6 * max(temperature**2, 1.0))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_generalized_jsd_matches_a_port_of_trl(beta, temperature):
+    teacher, student = random_logits(LOGITS_SHAPE, seed=52), random_logits(LOGITS_SHAPE, seed=53)
+    values = as_numpy(losses.generalized_jsd(teacher, student, temperature, beta=beta))
+    expected = trl_generalized_jsd(teacher, student, temperature, beta)
+    np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_generalized_jsd_endpoints_are_trls_forward_and_reverse_kl():
+    teacher, student = random_logits(LOGITS_SHAPE, seed=54), random_logits(LOGITS_SHAPE, seed=55)
+    forward = as_numpy(losses.soft_target_kl(teacher, student, 2.0))
+    reverse = as_numpy(losses.reverse_kl(teacher, student, 2.0))
+    np.testing.assert_array_equal(as_numpy(losses.generalized_jsd(teacher, student, 2.0, beta=0)), forward)
+    np.testing.assert_array_equal(as_numpy(losses.generalized_jsd(teacher, student, 2.0, beta=1)), reverse)
+    # The formula itself tends to 0 at both ends, as beta * forward and (1 - beta) * reverse.
+    near_zero = as_numpy(losses.generalized_jsd(teacher, student, 2.0, beta=1e-4))
+    near_one = as_numpy(losses.generalized_jsd(teacher, student, 2.0, beta=1 - 1e-4))
+    np.testing.assert_allclose(near_zero, 1e-4 * forward, rtol=0.02)
+    np.testing.assert_allclose(near_one, 1e-4 * reverse, rtol=0.02)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.8])
+def test_generalized_jsd_is_symmetric_under_swapping_the_models_and_beta(beta):
+    teacher, student = random_logits(LOGITS_SHAPE, seed=56), random_logits(LOGITS_SHAPE, seed=57)
+    values = as_numpy(losses.generalized_jsd(teacher, student, 3.0, beta=beta))
+    swapped = as_numpy(losses.generalized_jsd(student, teacher, 3.0, beta=1 - beta))
+    np.testing.assert_allclose(values, swapped, rtol=1e-5, atol=1e-7)
+    # Bounded by the entropy of (beta, 1 - beta), reached for disjoint supports; times T^2.
+    bound = -(beta * math.log(beta) + (1 - beta) * math.log(1 - beta)) * 3.0**2
+    assert np.all(values <= bound * (1 + 1e-6))
+    disjoint = as_numpy(losses.generalized_jsd(EXTREME_TEACHER[:1], EXTREME_STUDENT[:1], 3.0, beta=beta))
+    np.testing.assert_allclose(disjoint, bound, rtol=1e-5)
+
+
+def test_reverse_kl_is_the_forward_kl_with_the_models_swapped():
+    teacher, student = random_logits(LOGITS_SHAPE, seed=58), random_logits(LOGITS_SHAPE, seed=59)
+    np.testing.assert_array_equal(
+        as_numpy(losses.reverse_kl(teacher, student, 3.0)), as_numpy(losses.soft_target_kl(student, teacher, 3.0))
+    )
+    # A student that covers only one of the teacher's two modes: cheap for the reverse KL (mode
+    # seeking), expensive for the forward KL (mass covering).
+    teacher = np.array([[5.0, 5.0, -5.0]], "float32")
+    one_mode = np.array([[5.0, -5.0, -5.0]], "float32")
+    assert as_numpy(losses.reverse_kl(teacher, one_mode, 1.0))[0] < 0.7
+    assert as_numpy(losses.soft_target_kl(teacher, one_mode, 1.0))[0] > 3.0
+
+
+def test_total_variation_is_a_bounded_symmetric_distance_without_t_squared():
+    teacher, student = random_logits(LOGITS_SHAPE, seed=60), random_logits(LOGITS_SHAPE, seed=61)
+    values = as_numpy(losses.total_variation(teacher, student, 1.0))
+    np.testing.assert_allclose(values, as_numpy(losses.total_variation(student, teacher, 1.0)), rtol=1e-6)
+    assert np.all((values > 0) & (values <= 1))
+    # Pinsker's inequality: TV <= sqrt(KL / 2).
+    kl = as_numpy(losses.soft_target_kl(teacher, student, 1.0))
+    assert np.all(values <= np.sqrt(kl / 2) + 1e-6)
+    # Disjoint distributions are at distance 1 at any temperature: no T^2 factor.
+    for temperature in (0.05, 1.0):
+        disjoint = as_numpy(losses.total_variation(EXTREME_TEACHER[:1], EXTREME_STUDENT[:1], temperature))
+        np.testing.assert_allclose(disjoint, [1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("beta, error, message", [
+    (-0.1, ValueError, r"`beta` of the generalized Jensen-Shannon divergence must be in \[0, 1\].*got -0.1"),
+    (1.5, ValueError, r"must be in \[0, 1\] \(0: forward KL, 1: reverse KL, 0.5: the symmetric JSD\); got 1.5"),
+    (float("nan"), ValueError, r"`beta` must be finite; got nan"),
+    ("0.5", TypeError, r"`beta` must be a real number; got '0.5' of type str"),
+])
+def test_generalized_jsd_rejects_a_beta_outside_zero_one(beta, error, message):
+    with pytest.raises(error, match=message):
+        losses.GeneralizedJSD(beta=beta)
+    with pytest.raises(error, match=message):
+        losses.generalized_jsd(np.zeros((1, 2)), np.zeros((1, 2)), 1.0, beta=beta)
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+def test_divergences_take_logits_of_any_rank_per_position(name):
+    loss, reference = DIVERGENCES[name]
+    teacher, student = random_logits((2, 3, 4, 5), seed=62), random_logits((2, 3, 4, 5), seed=63)
+    values = compute(loss, teacher, student, 2.0)
+    assert values.shape == (2, 3, 4)
+    rows = reference(teacher.reshape(-1, 5), student.reshape(-1, 5), 2.0)
+    np.testing.assert_allclose(values, rows.reshape(2, 3, 4), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", [losses.reverse_kl, losses.generalized_jsd, losses.total_variation])
+def test_divergences_reject_logits_of_different_shapes(loss):
+    with pytest.raises(ValueError, match=r"needs teacher and student logits of the same shape.*\(2, 3, 5\).*\(2, 3, 4\)"):
+        loss(np.zeros((2, 3, 5)), np.zeros((2, 3, 4)), 1.0)
+
+
+# Large enough (4.2M elements, above the 2**22 at which the logit losses go through
+# chunks of positions) to take the chunked path, as a language model's logits do.
+LARGE_LOGITS_SHAPE = (2, 4, 2**19 + 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["soft_target_kl", "reverse_kl", "generalized_jsd_0.5", "total_variation"]
+)
+def test_large_vocabularies_give_the_values_and_gradients_of_each_position_alone(name):
+    loss = losses.soft_target_kl if name == "soft_target_kl" else DIVERGENCES[name][0]
+    rng = np.random.default_rng(64)
+    teacher = rng.standard_normal(LARGE_LOGITS_SHAPE, dtype="float32") * 3
+    student = rng.standard_normal(LARGE_LOGITS_SHAPE, dtype="float32") * 3
+    values, gradient = values_and_student_gradient(loss, teacher, student, 2.0)
+    assert values.shape == LARGE_LOGITS_SHAPE[:2] and gradient.shape == LARGE_LOGITS_SHAPE
+    assert np.all(np.isfinite(gradient))
+    for batch, time in [(0, 0), (1, 3)]:  # one position: small enough to go through at once
+        position = (slice(batch, batch + 1), slice(time, time + 1))
+        alone, alone_gradient = values_and_student_gradient(loss, teacher[position], student[position], 2.0)
+        np.testing.assert_allclose(values[position], alone, rtol=1e-5)
+        np.testing.assert_allclose(gradient[position], alone_gradient, rtol=1e-4, atol=1e-9)
+
+
+def test_a_distiller_with_generalized_jsd_saves_and_loads(tmp_path):
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    distiller = keras_kd.Distiller(
+        teacher, student, temperature=2.0, distillation_loss=losses.GeneralizedJSD(beta=0.25, name="gkd")
+    )
+    distiller.compile(optimizer="sgd")
+    x, y = np.ones((4, 4), "float32"), np.zeros(4, "int32")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    distiller.save(tmp_path / "distiller.keras")
+    loaded = keras.saving.load_model(tmp_path / "distiller.keras")
+    assert isinstance(loaded.distillation_loss, losses.GeneralizedJSD)
+    assert loaded.distillation_loss.get_config() == {"name": "gkd", "standardize": False, "beta": 0.25}
+
+
+# --------------------------------------------------------------------------
 # Every logit loss: extremes, gradients, serialization, jit
 # --------------------------------------------------------------------------
 
@@ -688,7 +909,14 @@ def float32_slack(temperature, *logits):
     return 1e-6 * temperature * (largest + 1.0) * 8
 
 
-PROPERTY_LOSSES = {"soft_target_kl": losses.soft_target_kl, "decoupled_kd": losses.decoupled_kd}
+PROPERTY_LOSSES = {
+    "soft_target_kl": losses.soft_target_kl,
+    "decoupled_kd": losses.decoupled_kd,
+    "reverse_kl": losses.reverse_kl,
+    "generalized_jsd": losses.generalized_jsd,
+    "generalized_jsd_0.1": generalized_jsd_beta_0_1,
+    "total_variation": losses.total_variation,
+}
 
 
 @pytest.mark.parametrize("loss_name", sorted(PROPERTY_LOSSES))
