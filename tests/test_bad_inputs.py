@@ -337,8 +337,8 @@ CATALOGUE = [
         ["label 9 is not a class id", "integers 0 to 4"],
     ),
     Case(
-        # Under XLA (TensorFlow's default on a GPU), which drops assertions
-        # from the step; the first batch, so that PyTorch compiles nothing.
+        # Compiled steps (XLA on TensorFlow and JAX) see only checked batches;
+        # the first batch is bad, so that PyTorch compiles nothing.
         "tf.data labels beyond the classes under jit_compile",
         lambda: five_class_distiller()
         .compile(optimizer="sgd", jit_compile=True)
@@ -387,6 +387,18 @@ CATALOGUE = [
         lambda: five_class_distiller().evaluate(ArrayBatches(W.x, labels_with(7, row=30)), verbose=0),
         ValueError,
         ["label 7 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "validation tf.data labels beyond the classes",
+        lambda: five_class_distiller().fit(W.x, W.y, validation_data=tf_dataset(W.x, labels_with(9)), verbose=0),
+        ValueError,
+        ["label 9 is not a class id", "integers 0 to 4"],
+    ),
+    Case(
+        "validation arrays labels beyond the classes",
+        lambda: five_class_distiller().fit(W.x, W.y, validation_data=(W.x, labels_with(6)), verbose=0),
+        ValueError,
+        ["label 6 is not a class id", "integers 0 to 4"],
     ),
     Case(
         "generator labels beyond the classes in a later batch",
