@@ -15,6 +15,12 @@ the data (row count, shapes, dtypes and a hash of a sample of rows); a
 Distiller refuses a cache made by another teacher, `dataset()` refuses other
 data, and `load()` refuses truncated or corrupted files, so stale outputs are
 never used silently.
+
+The modules: `store` (`TeacherCache`: building, loading, checks), `files`
+(the on-disk layout), `fingerprints` (of teachers and data), `sources` (the
+data a cache is built from), `datasets` (the training data that carry the
+cached outputs, and how `fit` receives them), `batches` (the layout of a
+cached batch, read by the Distiller's step) and `errors`.
 """
 
 from keras_kd.cache.batches import (

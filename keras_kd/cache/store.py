@@ -258,18 +258,29 @@ class TeacherCache:
             batch_size: Rows per batch (arrays only).
             shuffle: Whether to draw a new order of rows (of batches, for a
                 PyDataset) every epoch. The teacher outputs follow the rows.
-            seed: Seed of that order.
+            seed: Seed of that order where this dataset draws it: when it
+                is indexed, and in `fit` for memory-mapped rows and PyDataset
+                sources. Rows in memory are shuffled by Keras's array adapter,
+                as `model.fit(x, y)` shuffles them (`keras.utils.set_random_seed`
+                fixes that order).
             sample_weight: Per-row weights aligned with `x` (arrays only).
             feature_layers: Which cached features to yield; defaults to all.
                 Fewer means less to copy per batch.
             workers: Threads that assemble batches ahead of the training
-                step (as for `keras.utils.PyDataset`); 1 assembles each batch
-                when it is needed.
+                step, for the batches this dataset assembles (as for
+                `keras.utils.PyDataset`); 1 assembles each batch when it is
+                needed.
             max_queue_size: Batches prepared ahead when `workers` > 1.
 
         Returns:
-            A `keras.utils.PyDataset` to pass as `x` to `Distiller.fit` or
-            `Distiller.evaluate` (no `y` there: the dataset holds it).
+            A `keras.utils.PyDataset` to pass as `x` (or `validation_data`)
+            to `Distiller.fit` or `Distiller.evaluate`, without `y` or
+            `batch_size` there: the dataset holds them. For rows in memory,
+            the Distiller hands Keras the inputs and the cached outputs as
+            arrays (`keras_arrays()`), which Keras's own adapter shuffles and
+            batches together, at the cost of the student's own data path;
+            memory-mapped rows and PyDataset sources are batched by the
+            dataset, a batch at a time.
 
         Raises:
             CacheMismatchError: if `x` is not the data the cache was built
