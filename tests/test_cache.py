@@ -140,7 +140,11 @@ def test_shuffled_rows_reach_the_step_with_their_own_teacher_outputs():
             np.testing.assert_array_equal(batch_y, batch_x[:, 0].astype(int) % 3)
             np.testing.assert_array_equal(batch_weights, batch_x[:, 0] + 1.0)
     first, second = (np.concatenate([step[0][:, 0] for step in steps]) for steps in epochs)
-    assert list(first) != list(row_ids) and list(first) != list(second)
+    assert list(first) != list(row_ids)
+    # Keras's TensorFlow array adapter draws the same order in every epoch
+    # once keras.utils.set_random_seed fixed the global seed (conftest does),
+    # as it does for model.fit(x, y); the others draw a new one.
+    assert list(first) != list(second) or keras.config.backend() == "tensorflow"
 
     distiller.seen = []
     distiller.fit(cache.dataset(x, row_ids % 3, batch_size=16, shuffle=False), epochs=1, verbose=0)

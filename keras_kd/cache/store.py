@@ -262,7 +262,7 @@ class TeacherCache:
                 is indexed, and in `fit` for memory-mapped rows and PyDataset
                 sources. Rows in memory are shuffled by Keras's array adapter,
                 as `model.fit(x, y)` shuffles them (`keras.utils.set_random_seed`
-                fixes that order).
+                fixes that order; on TensorFlow it then repeats every epoch).
             sample_weight: Per-row weights aligned with `x` (arrays only).
             feature_layers: Which cached features to yield; defaults to all.
                 Fewer means less to copy per batch.
