@@ -21,7 +21,7 @@ from torch.nn import functional
 
 
 class ConvNet(nn.Module):
-    """The twin of `keras_kd.models._conv_net` (small_cnn_teacher/student).
+    """The twin of `keras_kd.models.small_cnn_teacher` and `small_cnn_student`.
 
     Blocks of (3x3 conv with bias, BatchNorm, ReLU) x `convs_per_block`, 2x2
     max pooling, global average pooling, an optional ReLU Dense layer, then
