@@ -27,7 +27,7 @@ _EXPORTS = {
     "CacheMismatchError": "keras_kd.cache",
     "Distiller": "keras_kd.distiller",
     "FeatureMatch": "keras_kd.features",
-    "FunctionMatchingDistiller": "keras_kd.distiller",
+    "FunctionMatchingDistiller": "keras_kd.function_matching",
     "TeacherCache": "keras_kd.cache",
     "datasets": "keras_kd.datasets",
     "export": "keras_kd.export",
@@ -56,7 +56,7 @@ def __dir__():
 
 
 # The modules whose classes `keras.saving.load_model` must find by name.
-_SERIALIZABLE_MODULES = ("keras_kd.distiller", "keras_kd.features", "keras_kd.losses")
+_SERIALIZABLE_MODULES = ("keras_kd.distiller", "keras_kd.function_matching", "keras_kd.features", "keras_kd.losses")
 
 if "keras" in sys.modules:
     for _module in _SERIALIZABLE_MODULES:

@@ -1,21 +1,17 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
 import collections
-import inspect
 import os
 
 import keras
 from keras import ops
 
-from keras_kd import atomic
+from keras_kd import atomic, fit_checks, hyperparameters, model_checks, transfer, validation
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
-from keras_kd import fit_checks
-from keras_kd import hyperparameters
 from keras_kd import losses as kd_losses
-from keras_kd import transfer
-from keras_kd import validation
+from keras_kd import metrics as kd_metrics
 from keras_kd.backend import _keras_compat
 
 # What the teacher (run outside the gradient computation) hands to the loss.
@@ -26,28 +22,6 @@ Batch = collections.namedtuple(
 )
 # What the loss computation hands to the metrics.
 StepOutputs = collections.namedtuple("StepOutputs", ["loss", "student_logits", "terms"])
-
-
-@keras.saving.register_keras_serializable(package="keras_kd")
-class CurrentValue(keras.metrics.Metric):
-    """A metric that reports the last value given to it (for T and alpha)."""
-
-    def __init__(self, name, dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
-        # Every replica assigns the same value; the default "sum" would
-        # report it times the number of replicas under tf.distribute.
-        self.value = self.add_variable(
-            shape=(), initializer="zeros", aggregation="mean", name="value"
-        )
-
-    def update_state(self, value):
-        self.value.assign(ops.cast(value, self.dtype))
-
-    def reset_state(self):
-        pass  # The last value stays meaningful across epochs.
-
-    def result(self):
-        return ops.convert_to_tensor(self.value)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -152,31 +126,27 @@ class Distiller(keras.Model):
         if self.augmentation is not None and not self.augmentation.built:
             # Built now, not inside a compiled step (torch.compile cannot
             # trace the creation of a Sequential's input layer).
-            teacher_shapes = _io_shapes(teacher)
+            teacher_shapes = model_checks.io_shapes(teacher)
             if teacher_shapes is not None and len(teacher_shapes[0]) == 1:
                 self.augmentation.build(teacher_shapes[0][0])
         self.mixup = validation.check_mixup(mixup)
         self.seed = seed
         if self.mixup > 0:
             self._mixup_seed = keras.random.SeedGenerator(seed, name="mixup_seed")
-        _build_from_teacher_inputs(student, teacher)
-        _check_logit_models(teacher, student)
-        self.feature_matches = _check_feature_matches(feature_matches)
+        model_checks.build_from_teacher_inputs(student, teacher)
+        model_checks.check_logit_models(teacher, student)
+        self.feature_matches = model_checks.check_feature_matches(feature_matches)
         # Views share the models' layers and variables; they are kept out of
         # Keras's tracking so nothing is saved twice.
         object.__setattr__(
             self,
             "_teacher_view",
-            kd_features.multi_output_view(
-                teacher, "teacher", [m.teacher_layer for m in self.feature_matches]
-            ),
+            kd_features.multi_output_view(teacher, "teacher", [m.teacher_layer for m in self.feature_matches]),
         )
         object.__setattr__(
             self,
             "_student_view",
-            kd_features.multi_output_view(
-                student, "student", [m.student_layer for m in self.feature_matches]
-            ),
+            kd_features.multi_output_view(student, "student", [m.student_layer for m in self.feature_matches]),
         )
 
         teacher.trainable = False
@@ -188,9 +158,7 @@ class Distiller(keras.Model):
             dtype="float32",
             name="temperature",
         )
-        self.alpha = keras.Variable(
-            self._alpha_value.initial_value, trainable=False, dtype="float32", name="alpha"
-        )
+        self.alpha = keras.Variable(self._alpha_value.initial_value, trainable=False, dtype="float32", name="alpha")
         self.hard_loss = kd_losses.label_cross_entropy
         self.adapters = [
             kd_features.make_adapter(
@@ -206,17 +174,14 @@ class Distiller(keras.Model):
         term_names += [match.name for match in self.feature_matches]
         if len(set(term_names)) != len(term_names):
             raise ValueError(
-                f"Loss terms need distinct names for the logs; got {term_names}. "
-                "Give each FeatureMatch a `name`."
+                f"Loss terms need distinct names for the logs; got {term_names}. Give each FeatureMatch a `name`."
             )
         self._term_trackers = {name: keras.metrics.Mean(name=name) for name in term_names}
         self._teacher_agreement = keras.metrics.Mean(name="teacher_agreement")
-        self._temperature_log = CurrentValue("temperature")
-        self._alpha_log = CurrentValue("alpha")
+        self._temperature_log = kd_metrics.CurrentValue("temperature")
+        self._alpha_log = kd_metrics.CurrentValue("alpha")
         # Plain Python state, kept out of Keras's tracking.
-        object.__setattr__(
-            self, "_step_checks", fit_checks.StepChecks([self._temperature_value, self._alpha_value])
-        )
+        object.__setattr__(self, "_step_checks", fit_checks.StepChecks([self._temperature_value, self._alpha_value]))
         self.built = True
 
     @property
@@ -266,13 +231,11 @@ class Distiller(keras.Model):
         """
         # Checks cached data, and hands cached rows in memory to Keras as arrays.
         x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.fit, x, args, kwargs)
-        arguments = _fit_arguments(keras.Model.fit, self, x, args, kwargs)
+        arguments = fit_checks.fit_arguments(keras.Model.fit, self, x, args, kwargs)
         batch = fit_checks.first_batch(x, arguments.get("y"))
         fit_checks.check_first_batch(batch, self._data_requirements(training=True))
         planned = fit_checks.planned_steps(x, arguments)
-        self._step_checks.begin(
-            self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution
-        )
+        self._step_checks.begin(self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution)
         checks = self._step_checks
         kwargs = self._checked_validation_data(kwargs)
         with kd_backend.keeping_state(self, checks), checks.clear_errors():
@@ -284,7 +247,7 @@ class Distiller(keras.Model):
             # fit's validation, on data that fit has checked.
             return super().evaluate(x, *args, **kwargs)
         x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.evaluate, x, args, kwargs)
-        arguments = _fit_arguments(keras.Model.evaluate, self, x, args, kwargs)
+        arguments = fit_checks.fit_arguments(keras.Model.evaluate, self, x, args, kwargs)
         batch = fit_checks.first_batch(x, arguments.get("y"))
         fit_checks.check_first_batch(batch, self._data_requirements(training=False))
         self._step_checks.begin_evaluation(self._checked_logits_shape())
@@ -346,7 +309,7 @@ class Distiller(keras.Model):
         Labels are checked for the default hard-label loss, which takes class
         ids or one-hot rows; another loss may take other labels.
         """
-        student_shapes = _io_shapes(self.student)
+        student_shapes = model_checks.io_shapes(self.student)
         if self.hard_loss is not kd_losses.label_cross_entropy or student_shapes is None:
             return None
         return student_shapes[1][0]
@@ -391,9 +354,7 @@ class Distiller(keras.Model):
 
     def load_own_variables(self, store):
         prefix = "random_state_"
-        super().load_own_variables(
-            {key: store[key] for key in store.keys() if not key.startswith(prefix)}
-        )
+        super().load_own_variables({key: store[key] for key in store.keys() if not key.startswith(prefix)})
         saved = {key: store[key] for key in store.keys() if key.startswith(prefix)}
         for index, state in enumerate(self._random_states()):
             if f"{prefix}{index}" in saved:
@@ -468,7 +429,7 @@ class Distiller(keras.Model):
     def _teacher_outputs(self, x, cached_outputs):
         """The teacher's logits and matched features, from the cache if the batch has them."""
         if cached_outputs is None:
-            teacher_logits, teacher_features = _split_outputs(
+            teacher_logits, teacher_features = model_checks.split_outputs(
                 self._teacher_view(x, training=False), self.feature_matches
             )
         else:
@@ -481,15 +442,13 @@ class Distiller(keras.Model):
 
     def compute_step_loss(self, batch, training):
         """Runs the student once and returns the loss and what metrics need."""
-        student_logits, student_features = _split_outputs(
+        student_logits, student_features = model_checks.split_outputs(
             self._student_view(batch.x, training=training), self.feature_matches
         )
-        _check_same_shape(batch.teacher_logits, student_logits)
+        model_checks.check_logits_match(batch.teacher_logits, student_logits)
         temperature = ops.convert_to_tensor(self.temperature)
         alpha = ops.convert_to_tensor(self.alpha)
-        soft = self.distillation_loss(
-            batch.teacher_logits, student_logits, temperature, step=batch.step
-        )
+        soft = self.distillation_loss(batch.teacher_logits, student_logits, temperature, step=batch.step)
         terms = {"distillation_loss": kd_losses.weighted_mean(soft, batch.sample_weight)}
         if self.uses_labels and batch.y is not None:
             hard, labeled = self._hard_loss_of_labeled(batch, student_logits)
@@ -556,13 +515,9 @@ class Distiller(keras.Model):
             if batch.mixing is not None:
                 # A mixed input is scored against its larger share's label.
                 partner, weight = batch.mixing
-                larger_share_is_own = ops.reshape(
-                    weight >= 0.5, (-1,) + (1,) * (len(labels.shape) - 1)
-                )
+                larger_share_is_own = ops.reshape(weight >= 0.5, (-1,) + (1,) * (len(labels.shape) - 1))
                 labels = ops.where(larger_share_is_own, labels, ops.take(labels, partner, axis=0))
-            _update_compiled_metrics(
-                compile_metrics, labels, outputs.student_logits, batch.sample_weight
-            )
+            kd_metrics.update_compiled_metrics(compile_metrics, labels, outputs.student_logits, batch.sample_weight)
             return self.get_metrics_result()
         # Label-free batches log no label metrics (rather than a stale 0.0
         # once labelled validation data has built them).
@@ -574,7 +529,7 @@ class Distiller(keras.Model):
         # batch (e.g. validation data) to build.
         compile_metrics = _keras_compat.compile_metrics(self)
         if y is not None and compile_metrics is not None:
-            _update_compiled_metrics(compile_metrics, y, y_pred, sample_weight)
+            kd_metrics.update_compiled_metrics(compile_metrics, y, y_pred, sample_weight)
         return self.get_metrics_result()
 
     def get_metrics_result(self, exclude=()):
@@ -606,12 +561,8 @@ class Distiller(keras.Model):
                 "student": keras.saving.serialize_keras_object(self.student),
                 "temperature": self._temperature_value.serialize(),
                 "alpha": self._alpha_value.serialize(),
-                "distillation_loss": keras.saving.serialize_keras_object(
-                    self.distillation_loss
-                ),
-                "feature_matches": [
-                    keras.saving.serialize_keras_object(match) for match in self.feature_matches
-                ],
+                "distillation_loss": keras.saving.serialize_keras_object(self.distillation_loss),
+                "feature_matches": [keras.saving.serialize_keras_object(match) for match in self.feature_matches],
                 "augmentation": keras.saving.serialize_keras_object(self.augmentation),
                 "mixup": self.mixup,
                 "seed": self.seed,
@@ -625,98 +576,13 @@ class Distiller(keras.Model):
         for key in ("teacher", "student", "distillation_loss", "augmentation"):
             config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["feature_matches"] = [
-            keras.saving.deserialize_keras_object(match)
-            for match in config.get("feature_matches", [])
+            keras.saving.deserialize_keras_object(match) for match in config.get("feature_matches", [])
         ]
         for key in ("temperature", "alpha"):
             config[key] = hyperparameters.deserialize(config[key])
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_kd")
-class FunctionMatchingDistiller(Distiller):
-    """Function matching: a consistent teacher on augmented and mixed inputs.
-
-    Beyer, Zhai, Royer, Markeeva, Anil & Kolesnikov, "Knowledge distillation:
-    A good teacher is patient and consistent", CVPR 2022. Inside each train
-    step the batch is augmented and/or mixed (mixup) *once*, and both the
-    teacher and the student see that same batch, so the student matches the
-    teacher's function on inputs well beyond the training images. As in the
-    paper it is label-free by default (`alpha=1.0`): `fit(x)` works, and
-    labels, if given with `alpha < 1`, are mixed with the inputs' weights.
-    Evaluation sees the inputs unchanged.
-
-    The teacher runs at every step (its outputs change with the inputs), so
-    a `keras_kd.cache.TeacherCache` refuses this Distiller. Function
-    matching pays off with long training: the paper trains for thousands of
-    epochs.
-
-    Args:
-        teacher: As for `Distiller`; so are `student`, `temperature`,
-            `distillation_loss`, `feature_matches` and `name`.
-        alpha: As for `Distiller`; defaults to 1.0 (label-free).
-        augmentation: A `keras.layers.Layer` of random preprocessing, e.g.
-            `keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])`,
-            or `None`.
-        mixup: Beta concentration of mixup; 1.0 (the default) draws the
-            mixing weights uniformly; 0 turns mixup off.
-        seed: Seed of the mixup draws.
-
-    Raises:
-        ValueError: if neither augmentation nor mixup is on, or as
-            `Distiller`.
-
-    Example:
-
-    ```python
-    import keras
-    import numpy as np
-    import keras_kd
-
-    teacher = keras_kd.models.mlp_student((8, 8, 1), num_classes=3, hidden_units=(32,), name="teacher")
-    student = keras_kd.models.mlp_student((8, 8, 1), num_classes=3, hidden_units=(8,))
-    x_unlabeled = np.random.default_rng(0).random((32, 8, 8, 1), dtype="float32")
-
-    augment = keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])
-    distiller = keras_kd.FunctionMatchingDistiller(
-        teacher, student, augmentation=augment, mixup=1.0, seed=0)
-    distiller.compile(optimizer="adam").fit(x_unlabeled, epochs=2, verbose=0)  # long schedules pay
-    ```
-    """
-
-    def __init__(self, teacher, student, *, alpha=1.0, augmentation=None, mixup=1.0, seed=None, **kwargs):
-        super().__init__(
-            teacher, student, alpha=alpha, augmentation=augmentation, mixup=mixup, seed=seed, **kwargs
-        )
-        if not self.transforms_inputs:
-            raise ValueError(
-                "Function matching needs an `augmentation` layer, a `mixup` "
-                "concentration > 0, or both; got augmentation=None and "
-                "mixup=0.0. Use keras_kd.Distiller for plain distillation."
-            )
-
-
-def _update_compiled_metrics(compile_metrics, labels, logits, sample_weight):
-    """Updates `compile(metrics=..., weighted_metrics=...)` on labelled rows only.
-
-    Keras applies `sample_weight` to `weighted_metrics` alone; the rows
-    marked unlabelled must leave out of both kinds, so each kind gets the
-    label mask (times the sample weights for the weighted kind).
-    """
-    if not compile_metrics.built:
-        compile_metrics.build(labels, logits)
-    labeled = transfer.label_mask(labels)
-    labels = transfer.fill_missing_labels(labels)
-    weighted = labeled
-    if sample_weight is not None:
-        weighted = weighted * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    plain_metrics, weighted_metrics = _keras_compat.flat_compile_metrics(compile_metrics)
-    for metrics, weights in ((plain_metrics, labeled), (weighted_metrics, weighted)):
-        for metric in metrics:
-            if metric:
-                metric.update_state(labels, logits, sample_weight=weights)
 
 
 def _mean_over_labeled(hard, labeled, sample_weight):
@@ -729,93 +595,3 @@ def _mean_over_labeled(hard, labeled, sample_weight):
     if sample_weight is not None:
         hard = hard * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
     return ops.sum(hard) / ops.maximum(ops.sum(labeled), 1.0)
-
-
-def _check_feature_matches(feature_matches):
-    feature_matches = list(feature_matches or ())
-    for match in feature_matches:
-        if not isinstance(match, kd_features.FeatureMatch):
-            raise TypeError(
-                "`feature_matches` must be a list of keras_kd.FeatureMatch; got "
-                f"{match!r} of type {type(match).__name__}."
-            )
-    return feature_matches
-
-
-def _split_outputs(outputs, feature_matches):
-    """`[logits, *features]` from a view; a plain model returns logits alone."""
-    if not feature_matches:
-        return outputs, []
-    return outputs[0], list(outputs[1:])
-
-
-def _build_from_teacher_inputs(student, teacher):
-    """Builds a student given without an Input (e.g. a bare Sequential)."""
-    teacher_shapes = _io_shapes(teacher)
-    if student.built or teacher_shapes is None or len(teacher_shapes[0]) != 1:
-        return
-    student.build(teacher_shapes[0][0])
-
-
-def _check_logit_models(teacher, student):
-    """Checks what can be checked before the first batch."""
-    teacher_shapes = _io_shapes(teacher)
-    student_shapes = _io_shapes(student)
-    for role, model, shapes in (("teacher", teacher, teacher_shapes), ("student", student, student_shapes)):
-        if shapes is not None and len(shapes[1]) != 1:
-            raise ValueError(
-                f"The {role} {model.name!r} has {len(shapes[1])} outputs; a "
-                "Distiller needs models with one output: the logits."
-            )
-        last_activation = getattr(model.layers[-1], "activation", None) if model.layers else None
-        if last_activation is keras.activations.softmax:
-            raise ValueError(
-                f"The {role} {model.name!r} ends in a softmax, so it outputs "
-                "probabilities. Distillation needs logits: build it with "
-                "activation=None on the last layer."
-            )
-    if teacher_shapes is None or student_shapes is None:
-        return  # Subclassed models: checked on the first batch instead.
-    (teacher_inputs, (teacher_output,)) = teacher_shapes
-    (student_inputs, (student_output,)) = student_shapes
-    if [s[1:] for s in teacher_inputs] != [s[1:] for s in student_inputs]:
-        raise ValueError(
-            f"The teacher takes inputs of shape {teacher_inputs} but the "
-            f"student takes {student_inputs}; both models receive the same x, "
-            "so their input shapes must match."
-        )
-    if teacher_output[1:] != student_output[1:]:
-        raise ValueError(
-            f"The teacher outputs logits of shape {teacher_output} but the "
-            f"student outputs {student_output}. Both must predict the same "
-            f"classes: give the student a last layer of "
-            f"{teacher_output[-1]} units."
-        )
-
-
-def _fit_arguments(method, model, x, args, kwargs):
-    """The arguments of a `fit`/`evaluate` call by name, defaults included."""
-    bound = inspect.signature(method).bind(model, x, *args, **kwargs)
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    arguments.update(arguments.pop("kwargs", {}))
-    return arguments
-
-
-def _io_shapes(model):
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or not outputs:
-        return None
-    return [tuple(t.shape) for t in inputs], [tuple(t.shape) for t in outputs]
-
-
-def _check_same_shape(teacher_logits, student_logits):
-    if tuple(teacher_logits.shape[1:]) != tuple(student_logits.shape[1:]):
-        raise ValueError(
-            f"The teacher outputs logits of shape {tuple(teacher_logits.shape)} "
-            f"but the student outputs {tuple(student_logits.shape)}. Both "
-            "must predict the same classes."
-        )
