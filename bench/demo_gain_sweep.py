@@ -60,9 +60,7 @@ def _setting(text):
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(f"not JSON ({error}); got {text!r}") from None
     if not isinstance(setting, dict) or not set(setting) <= SETTING_KEYS:
-        raise argparse.ArgumentTypeError(
-            f"must be a JSON object with keys among {sorted(SETTING_KEYS)}; got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"must be a JSON object with keys among {sorted(SETTING_KEYS)}; got {text!r}")
     return setting
 
 
@@ -95,8 +93,16 @@ def main(argv=None, print_fn=print):
     keras.utils.set_random_seed(0)
     teacher = models.mnist_cnn_teacher(x_train.shape[1:], num_classes)
     x_teacher, y_teacher = datasets.add_shifted_copies(x_train, y_train, args.teacher_shifted_copies, demo.MAX_SHIFT)
-    fit(teacher, demo.label_loss(), x_teacher, y_teacher, args.teacher_epochs or demo.TEACHER_EPOCHS, 0,
-        demo.TEACHER_BATCH_SIZE, demo.TEACHER_LEARNING_RATE)
+    fit(
+        teacher,
+        demo.label_loss(),
+        x_teacher,
+        y_teacher,
+        args.teacher_epochs or demo.TEACHER_EPOCHS,
+        0,
+        demo.TEACHER_BATCH_SIZE,
+        demo.TEACHER_LEARNING_RATE,
+    )
     print_fn(f"{keras.config.backend()}: teacher {accuracy(teacher):.2f}% test accuracy")
 
     for setting in args.settings:
@@ -108,7 +114,10 @@ def main(argv=None, print_fn=print):
             "cosine_decay": setting.get("cosine_decay", False),
         }
         x_student, y_student = datasets.add_shifted_copies(
-            x_train, y_train, setting.get("shifted_copies", demo.SHIFTED_COPIES), setting.get("max_shift", demo.MAX_SHIFT)
+            x_train,
+            y_train,
+            setting.get("shifted_copies", demo.SHIFTED_COPIES),
+            setting.get("max_shift", demo.MAX_SHIFT),
         )
         steps = options["epochs"] * math.ceil(len(x_student) / options["batch_size"])
         baselines, gains = [], []

@@ -51,10 +51,14 @@ def main(argv=None):
             keras.ops.convert_to_numpy(model.trainable_variables[0])
             times[name].append(time.perf_counter() - start)
     for name, values in times.items():
-        print(f"{name:9s} median {statistics.median(values):.2f} s/epoch, min {min(values):.2f} "
-              f"({', '.join(f'{v:.2f}' for v in values)})")
-    print(f"ratio keras_kd/core: median {statistics.median(times['keras_kd']) / statistics.median(times['core']):.2f}, "
-          f"min {min(times['keras_kd']) / min(times['core']):.2f}")
+        print(
+            f"{name:9s} median {statistics.median(values):.2f} s/epoch, min {min(values):.2f} "
+            f"({', '.join(f'{v:.2f}' for v in values)})"
+        )
+    print(
+        f"ratio keras_kd/core: median {statistics.median(times['keras_kd']) / statistics.median(times['core']):.2f}, "
+        f"min {min(times['keras_kd']) / min(times['core']):.2f}"
+    )
     if args.profile:
         for name, model in runs.items():
             print(f"\n--- {name}: one epoch ---")

@@ -16,9 +16,19 @@ ANALYSIS_MARKER = "<!-- Everything below this line is kept when `python -m bench
 TARGETS = (
     ("uncached KD (logits) / core Distiller (logits)", ("kd_logits",), ("core_logits",), 1.00),
     ("uncached KD (+ features) / core Distiller (+ features)", ("kd_features",), ("core_features",), 0.80),
-    ("uncached KD (logits) / (student alone + teacher inference)", ("kd_logits",), ("student", "teacher_inference"), 1.10),
+    (
+        "uncached KD (logits) / (student alone + teacher inference)",
+        ("kd_logits",),
+        ("student", "teacher_inference"),
+        1.10,
+    ),
     ("cached KD (logits) / student alone", ("kd_cached",), ("student",), 1.15),
-    ("uncached KD (+ features) / (student alone + teacher inference)", ("kd_features",), ("student", "teacher_inference"), None),
+    (
+        "uncached KD (+ features) / (student alone + teacher inference)",
+        ("kd_features",),
+        ("student", "teacher_inference"),
+        None,
+    ),
     ("cached KD (+ features) / student alone", ("kd_cached_features",), ("student",), None),
 )
 # Issue 15's targets, where a step takes a millisecond: the cache must cost
@@ -26,7 +36,12 @@ TARGETS = (
 OVERHEAD_TARGETS = (
     ("cached KD (logits) / student alone", ("kd_cached",), ("student",), 1.10),
     ("uncached KD (logits) / core Distiller (logits)", ("kd_logits",), ("core_logits",), 1.00),
-    ("uncached KD (logits) / (student alone + teacher inference)", ("kd_logits",), ("student", "teacher_inference"), None),
+    (
+        "uncached KD (logits) / (student alone + teacher inference)",
+        ("kd_logits",),
+        ("student", "teacher_inference"),
+        None,
+    ),
     ("teacher inference / student alone", ("teacher_inference",), ("student",), None),
 )
 # The pairs whose targets are not `TARGETS`.
@@ -86,9 +101,7 @@ def render(run_info, results):
     errors = [result for result in results if "error" in result]
     if errors:
         lines += ["## Failed configurations", ""]
-        lines += [
-            f"- {r['backend']} / {r['pair']} / {r['config']}: `{_one_line(r['error'])}`" for r in errors
-        ]
+        lines += [f"- {r['backend']} / {r['pair']} / {r['config']}: `{_one_line(r['error'])}`" for r in errors]
         lines.append("")
     for pair_name in _ordered(result["pair"] for result in main):
         pair_results = [result for result in main if result["pair"] == pair_name]
@@ -208,15 +221,12 @@ def _shared_memory_lines(results, columns):
             cells.append(f"{column} {_memory_cell(max(peaks, key=lambda r: r['peak_rss_mb']))}")
     return [
         "Peak resident memory, MiB, of the one process that held every configuration (in "
-        "brackets: above its memory before it imported the framework, with the data loaded): "
-        + ", ".join(cells) + "."
+        "brackets: above its memory before it imported the framework, with the data loaded): " + ", ".join(cells) + "."
     ]
 
 
 def _pytorch_section(results):
-    torch_runs = {
-        (r["pair"], r["config"]): r for r in results if r["backend"] == "pytorch" and "error" not in r
-    }
+    torch_runs = {(r["pair"], r["config"]): r for r in results if r["backend"] == "pytorch" and "error" not in r}
     if not torch_runs:
         return []
     lines = [
@@ -236,10 +246,7 @@ def _pytorch_section(results):
     )
     for pair in _ordered(pair for pair, _ in torch_runs):
         for kd_config, torch_config, limit in comparisons:
-            candidates = [
-                r for r in results
-                if r["config"] == kd_config and r["pair"] == pair and "error" not in r
-            ]
+            candidates = [r for r in results if r["config"] == kd_config and r["pair"] == pair and "error" not in r]
             if not candidates or (pair, torch_config) not in torch_runs:
                 continue
             best = max(candidates, key=lambda r: r["images_per_second"])
@@ -256,9 +263,7 @@ def _pytorch_section(results):
 def _scaling_sections(results):
     lines = []
     # The main table's runs of the small pair give the scaling table's middle column.
-    scaling = [
-        r for r in results if r["pair"] == "small" and r["config"] in ("student", "kd_logits", "kd_cached")
-    ]
+    scaling = [r for r in results if r["pair"] == "small" and r["config"] in ("student", "kd_logits", "kd_cached")]
     batch_sizes = sorted({r["batch_size"] for r in scaling if r.get("group") == "scaling"})
     if batch_sizes:
         all_batches = sorted({r["batch_size"] for r in scaling})
@@ -267,8 +272,7 @@ def _scaling_sections(results):
         lines += [
             "## Scaling with batch size (small pair)",
             "",
-            "Images per second; in brackets, KD's seconds per epoch over the student alone's at "
-            "the same batch size.",
+            "Images per second; in brackets, KD's seconds per epoch over the student alone's at the same batch size.",
             "",
             "| backend | configuration | " + " | ".join(f"batch {b}" for b in all_batches) + " |",
             "|---|---|" + "---|" * len(all_batches),
@@ -296,8 +300,7 @@ def _scaling_sections(results):
         lines += [
             "## Scaling with model size",
             "",
-            "The same ratios for each pair, side by side: KD's cost over the student alone's, "
-            "uncached and cached.",
+            "The same ratios for each pair, side by side: KD's cost over the student alone's, uncached and cached.",
             "",
             "| backend | pair (teacher -> student parameters) | student alone, img/s | uncached KD / student | uncached KD / (student + teacher) | cached KD / student |",
             "|---|---|---|---|---|---|",
@@ -307,7 +310,9 @@ def _scaling_sections(results):
                 student = by_key.get((backend, pair, "student"))
                 if student is None:
                     continue
-                size = f"{pair}: {student['teacher_parameters'] / 1e6:.1f}M -> {student['student_parameters'] / 1e6:.2f}M"
+                size = (
+                    f"{pair}: {student['teacher_parameters'] / 1e6:.1f}M -> {student['student_parameters'] / 1e6:.2f}M"
+                )
                 cells = [
                     f"{student['images_per_second']:.0f}",
                     _verdict(_ratio(by_key, backend, ("kd_logits",), ("student",), pair), None),

@@ -68,38 +68,61 @@ def parse_args(argv):
         "with --smoke: the one Keras runs on).",
     )
     parser.add_argument(
-        "--pairs", nargs="+", choices=sorted(PAIRS), default=None,
+        "--pairs",
+        nargs="+",
+        choices=sorted(PAIRS),
+        default=None,
         help="Teacher/student pairs (default: all; with --smoke: small).",
     )
     parser.add_argument(
-        "--configs", nargs="+", choices=list(workload.CONFIGS), default=None,
+        "--configs",
+        nargs="+",
+        choices=list(workload.CONFIGS),
+        default=None,
         help="Configurations to time (default: all).",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None,
+        "--repeats",
+        type=int,
+        default=None,
         help="Timed epochs per configuration; the minimum is reported (default: the pair's own, "
         "2, or 3 for the overhead-bound pair; smoke 1).",
     )
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Training steps before timing (default 2, smoke 1).")
-    parser.add_argument("--images", type=int, default=None, help="Images per epoch for every pair (default: the pair's own).")
-    parser.add_argument("--batch-size", type=int, default=None, help="Batch size of the main runs for every pair (default: the pair's own).")
     parser.add_argument(
-        "--dtype-policy", choices=DTYPE_POLICIES, default=None,
+        "--warmup-steps", type=int, default=None, help="Training steps before timing (default 2, smoke 1)."
+    )
+    parser.add_argument(
+        "--images", type=int, default=None, help="Images per epoch for every pair (default: the pair's own)."
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="Batch size of the main runs for every pair (default: the pair's own).",
+    )
+    parser.add_argument(
+        "--dtype-policy",
+        choices=DTYPE_POLICIES,
+        default=None,
         help="Keras dtype policy of the Keras configurations (default float32; the mixed ones are for GPUs).",
     )
     parser.add_argument(
-        "--interleave", action="store_true",
+        "--interleave",
+        action="store_true",
         help="Time every pair as the overhead-bound one is: one process per backend and pair, "
         "one epoch of each configuration in turn.",
     )
     parser.add_argument(
-        "--gpu-suite", action="store_true",
+        "--gpu-suite",
+        action="store_true",
         help="The GPU matrix in one call: torch and JAX; the resnet, small and overhead pairs; "
         "mixed_bfloat16; interleaved; writes saved_models/bench_gpu/suite.md and .json. Options "
         "given beside it override its choices. Needs a GPU unless --smoke.",
     )
     parser.add_argument("--no-scaling", action="store_true", help="Skip the batch-size scaling runs.")
-    parser.add_argument("--smoke", action="store_true", help="Tiny sizes, in this process, on the current Keras backend.")
+    parser.add_argument(
+        "--smoke", action="store_true", help="Tiny sizes, in this process, on the current Keras backend."
+    )
     parser.add_argument("--output", default=None, help=f"Markdown file to write (default: {DEFAULT_OUTPUT}).")
     parser.add_argument("--json", default=None, help="Also write every result to this JSON file.")
     parser.add_argument("--timeout", type=int, default=900, help="Seconds allowed per configuration process.")
@@ -166,9 +189,7 @@ def plan(args):
                     for config in SCALING_CONFIGS:
                         if config in args.configs:
                             scaled_images = max(images - images % scaled_batch, scaled_batch)
-                            specs.append(
-                                _spec(args, backend, pair, config, scaled_images, scaled_batch, "scaling")
-                            )
+                            specs.append(_spec(args, backend, pair, config, scaled_images, scaled_batch, "scaling"))
         torch_loop_done = True
     return specs
 
@@ -233,9 +254,7 @@ def run_spec(spec, args):
         results = workload.run_interleaved(spec) if "configs" in spec else [workload.run(spec)]
         return [dict(result, backend=spec["backend"]) for result in results]
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [REPOSITORY_ROOT, environment.get("PYTHONPATH")])
-    )
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [REPOSITORY_ROOT, environment.get("PYTHONPATH")]))
     if spec["backend"] != "pytorch":
         environment["KERAS_BACKEND"] = spec["backend"]
     if spec["backend"] == "jax":
@@ -243,14 +262,12 @@ def run_spec(spec, args):
         environment.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     command = [sys.executable, "-m", "bench.workload", json.dumps(spec)]
     try:
-        completed = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=args.timeout
-        )
+        completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return _failed(spec, f"timed out after {args.timeout} s")
     for line in completed.stdout.splitlines():
         if line.startswith(workload.RESULT_PREFIX):
-            results = json.loads(line[len(workload.RESULT_PREFIX):])
+            results = json.loads(line[len(workload.RESULT_PREFIX) :])
             results = results if isinstance(results, list) else [results]
             return [dict(result, backend=spec["backend"]) for result in results]
     return _failed(spec, f"exit code {completed.returncode}: {completed.stderr.strip()[-1500:]}")
@@ -322,9 +339,7 @@ def main(argv=None):
     for index, spec in enumerate(specs, start=1):
         for result in run_spec(spec, args):
             results.append(result)
-            outcome = result.get("error") or (
-                f"{result['seconds']:.3f} s/epoch, peak {result['peak_rss_mb']:.0f} MiB"
-            )
+            outcome = result.get("error") or (f"{result['seconds']:.3f} s/epoch, peak {result['peak_rss_mb']:.0f} MiB")
             print(
                 f"[{index}/{len(specs)}] {spec['backend']:10} {spec['pair']:8} {result['config']:18} "
                 f"batch {spec['batch_size']:4}: {outcome}",

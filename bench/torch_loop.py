@@ -145,9 +145,7 @@ def distillation_epoch(
         soft_targets = functional.softmax(teacher_logits / temperature, dim=-1)
         soft_log_probs = functional.log_softmax(student_logits / temperature, dim=-1)
         soft_loss = (
-            torch.sum(soft_targets * (soft_targets.log() - soft_log_probs))
-            / soft_log_probs.size(0)
-            * temperature**2
+            torch.sum(soft_targets * (soft_targets.log() - soft_log_probs)) / soft_log_probs.size(0) * temperature**2
         )
         loss = alpha * soft_loss + (1.0 - alpha) * functional.cross_entropy(student_logits, targets)
         if feature_weight:

@@ -137,9 +137,7 @@ def _check_spec(spec, configs):
         raise ValueError(f"Unknown pair {spec['pair']!r}; valid: {sorted(PAIRS)}.")
     if spec["images"] % spec["batch_size"]:
         # A smaller last batch would be compiled again inside the timed epoch.
-        raise ValueError(
-            f"images ({spec['images']}) must be a multiple of batch_size ({spec['batch_size']})."
-        )
+        raise ValueError(f"images ({spec['images']}) must be a multiple of batch_size ({spec['batch_size']}).")
     pair = PAIRS[spec["pair"]]
     x, y = random_data(spec["images"], pair.input_shape[spec["smoke"]])
     return pair, x, y
@@ -215,9 +213,7 @@ def _keras_workload(spec, pair, x, y):
         model = core_distiller(teacher, student, pair, features=features, jit_compile=jit_compile)
     else:
         feature_matches = (
-            [keras_kd.FeatureMatch(pair.teacher_feature, pair.student_feature, loss="mse")]
-            if features
-            else []
+            [keras_kd.FeatureMatch(pair.teacher_feature, pair.student_feature, loss="mse")] if features else []
         )
         model = keras_kd.Distiller(
             teacher, student, temperature=TEMPERATURE, alpha=ALPHA, feature_matches=feature_matches
@@ -311,8 +307,7 @@ def _torch_workload(spec, x, y):
 
     if spec["pair"] not in torch_loop.TWINS:
         raise ValueError(
-            f"The pure-PyTorch loop has twins of the pairs {sorted(torch_loop.TWINS)} only; "
-            f"got {spec['pair']!r}."
+            f"The pure-PyTorch loop has twins of the pairs {sorted(torch_loop.TWINS)} only; got {spec['pair']!r}."
         )
     torch.manual_seed(0)
     # On the GPU when there is one, as the Keras runs are.

@@ -31,9 +31,7 @@ import numpy as np
 from keras_kd._optional import import_optional
 from keras_kd.backend import _keras_compat
 
-DatasetSpec = collections.namedtuple(
-    "DatasetSpec", ["tfds_name", "image_shape", "num_classes", "keras_files"]
-)
+DatasetSpec = collections.namedtuple("DatasetSpec", ["tfds_name", "image_shape", "num_classes", "keras_files"])
 
 # keras_files: what keras.datasets leaves in `<KERAS_HOME>/datasets/` once it
 # has downloaded the set (the names Keras 3 uses).
@@ -267,18 +265,13 @@ def _random_shifts(images, max_shift, rng):
 
 def _get_spec(name):
     if name not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {name!r}. Valid names: {', '.join(DATASET_NAMES)}."
-        )
+        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(DATASET_NAMES)}.")
     return DATASETS[name]
 
 
 def _load_embedded(name, split):
     if split not in _EMBEDDED_SPLITS:
-        raise ValueError(
-            f"The embedded dataset {name!r} has the splits {_EMBEDDED_SPLITS}; "
-            f"got split={split!r}."
-        )
+        raise ValueError(f"The embedded dataset {name!r} has the splits {_EMBEDDED_SPLITS}; got split={split!r}.")
     loader = load_mnist_5k if name == "mnist_5k" else load_digits
     train, test = loader()
     return train if split == "train" else test
@@ -287,9 +280,7 @@ def _load_embedded(name, split):
 def _tfds_data_dir(data_dir):
     if data_dir is not None:
         return os.fspath(data_dir)
-    return os.environ.get("TFDS_DATA_DIR") or os.path.join(
-        os.path.expanduser("~"), "tensorflow_datasets"
-    )
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 
 
 def _tfds():
@@ -315,9 +306,7 @@ def _tfds_is_mocked(builder):
 def _load_tfds(tfds_name, split, data_dir):
     tfds = _tfds()
     try:
-        dataset = tfds.load(
-            tfds_name, split=split, data_dir=data_dir, download=False, as_supervised=True
-        )
+        dataset = tfds.load(tfds_name, split=split, data_dir=data_dir, download=False, as_supervised=True)
     except ValueError as error:
         raise ValueError(f"TFDS cannot read split {split!r} of {tfds_name!r}: {error}") from None
     images, labels = [], []
@@ -412,8 +401,7 @@ def _missing_message(name, spec, tfds_dir):
         + "To get it, on a machine with network access, run one of\n"
         f"  python -c \"import tensorflow_datasets as tfds; tfds.load('{spec.tfds_name}', "
         f"data_dir='{tfds_dir}')\"\n"
-        f"  python -c \"import keras; keras.datasets.{name}.load_data()\"\n"
+        f'  python -c "import keras; keras.datasets.{name}.load_data()"\n'
         "and copy the folder here (or pass data_dir=/set TFDS_DATA_DIR or KERAS_HOME). "
         "Offline alternatives that ship with the package: 'mnist_5k' and 'digits'."
     )
-

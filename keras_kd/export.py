@@ -27,11 +27,12 @@ import warnings
 import keras
 import numpy as np
 
+from keras_kd import atomic
 from keras_kd._optional import import_optional
 
-from keras_kd import atomic
 # `keras_kd.export.atomic_file` is the shared helper, under the name callers already use.
 from keras_kd.atomic import atomic_file
+
 FORMATS = ("keras", "saved_model", "onnx")
 DEFAULT_TOLERANCE = 1e-4
 
@@ -62,9 +63,7 @@ def supported_backends(format):
     """
     _check_format(format)
     return tuple(
-        backend_name
-        for backend_name, module in _REQUIREMENTS[format].items()
-        if module is None or _installed(module)
+        backend_name for backend_name, module in _REQUIREMENTS[format].items() if module is None or _installed(module)
     )
 
 
@@ -246,9 +245,7 @@ def _check_backend_can_export(format):
     if needed is None or (needed != "unsupported" and _installed(needed)):
         return
     able = supported_backends(format)
-    requirement = (
-        "" if needed == "unsupported" else f" (it would need {needed}, which is not installed)"
-    )
+    requirement = "" if needed == "unsupported" else f" (it would need {needed}, which is not installed)"
     raise ValueError(
         f"The {backend_name} backend cannot export format {format!r} here{requirement}. "
         f"Backends that can: {', '.join(able) or 'none in this environment'}. Save the model "

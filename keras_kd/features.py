@@ -50,9 +50,7 @@ class FeatureMatch:
     ```
     """
 
-    def __init__(
-        self, teacher_layer, student_layer, loss="mse", weight=1.0, adapter="auto", name=None
-    ):
+    def __init__(self, teacher_layer, student_layer, loss="mse", weight=1.0, adapter="auto", name=None):
         self.teacher_layer = layer_name("teacher_layer", teacher_layer)
         self.student_layer = layer_name("student_layer", student_layer)
         self.loss = kd_losses.get_feature_loss(loss)
@@ -60,9 +58,7 @@ class FeatureMatch:
         if self.weight < 0:
             raise ValueError(f"`weight` of a FeatureMatch must be >= 0; got {weight!r}.")
         if not (adapter in ("auto", None) or isinstance(adapter, keras.layers.Layer)):
-            raise ValueError(
-                f"`adapter` must be 'auto', None or a keras.layers.Layer; got {adapter!r}."
-            )
+            raise ValueError(f"`adapter` must be 'auto', None or a keras.layers.Layer; got {adapter!r}.")
         self.adapter = adapter
         self.name = name or f"{self.loss.name}_{self.student_layer}"
 
@@ -93,9 +89,7 @@ def layer_name(argument, layer):
         return layer.name
     if isinstance(layer, str) and layer:
         return layer
-    raise TypeError(
-        f"`{argument}` must be a layer name or a keras.layers.Layer; got {layer!r}."
-    )
+    raise TypeError(f"`{argument}` must be a layer name or a keras.layers.Layer; got {layer!r}.")
 
 
 def multi_output_view(model, role, layer_names):
@@ -122,10 +116,7 @@ def multi_output_view(model, role, layer_names):
     features = []
     for name in layer_names:
         if name not in available:
-            raise ValueError(
-                f"The {role} {model.name!r} has no layer named {name!r}. "
-                f"Its layers: {available}."
-            )
+            raise ValueError(f"The {role} {model.name!r} has no layer named {name!r}. Its layers: {available}.")
         features.append(model.get_layer(name).output)
     if len(inputs) == 1:
         inputs = inputs[0]
@@ -156,9 +147,7 @@ def make_adapter(match, student_shape, teacher_shape):
     elif len(student_shape) == len(teacher_shape) == 4:
         layers = [keras.layers.Conv2D(teacher_shape[-1], 1, name=f"{match.name}_adapter_1x1")]
         if student_shape[1:3] != teacher_shape[1:3]:
-            layers.append(
-                keras.layers.Resizing(*teacher_shape[1:3], name=f"{match.name}_adapter_resize")
-            )
+            layers.append(keras.layers.Resizing(*teacher_shape[1:3], name=f"{match.name}_adapter_resize"))
         adapter = keras.Sequential(layers, name=f"{match.name}_adapter")
     else:
         raise ValueError(

@@ -152,16 +152,13 @@ def deserialize(config):
 def _is_safely_serializable(schedule):
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         return True
-    registered = keras.saving.get_registered_name(
-        schedule if hasattr(schedule, "__name__") else type(schedule)
-    )
+    registered = keras.saving.get_registered_name(schedule if hasattr(schedule, "__name__") else type(schedule))
     return registered != getattr(schedule, "__name__", type(schedule).__name__)
 
 
 def _as_python_float(name, array):
     if array.size != 1:
         raise ValueError(
-            f"The `{name}` schedule must return a scalar; at step 0 it "
-            f"returned shape {tuple(array.shape)}."
+            f"The `{name}` schedule must return a scalar; at step 0 it returned shape {tuple(array.shape)}."
         )
     return float(array.reshape(()))

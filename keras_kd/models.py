@@ -13,9 +13,7 @@ from keras import layers
 from keras_kd.backend import _keras_compat
 
 
-def mnist_cnn_teacher(
-    input_shape=(28, 28, 1), num_classes=10, filters=(16, 32), dense_units=128, name="cnn_teacher"
-):
+def mnist_cnn_teacher(input_shape=(28, 28, 1), num_classes=10, filters=(16, 32), dense_units=128, name="cnn_teacher"):
     """A small convolutional network for 28x28 grey-level digits.
 
     3x3 convolution blocks with max pooling, then a dense layer with
@@ -111,9 +109,7 @@ def hinton_mnist_teacher(
     return _dense_net(input_shape, num_classes, hidden_units, input_dropout, hidden_dropout, name)
 
 
-def hinton_mnist_student(
-    input_shape=(28, 28, 1), num_classes=10, hidden_units=(800, 800), name="hinton_mnist_student"
-):
+def hinton_mnist_student(input_shape=(28, 28, 1), num_classes=10, hidden_units=(800, 800), name="hinton_mnist_student"):
     """Hinton et al.'s MNIST student: two 800-unit ReLU layers, no dropout.
 
     The "smaller net with two hidden layers of 800 rectified linear hidden
@@ -192,9 +188,7 @@ def small_cnn_student(
     return _conv_net(input_shape, num_classes, filters, 1, dense_units, name)
 
 
-def small_cnn_teacher(
-    input_shape=(32, 32, 3), num_classes=10, filters=(64, 128, 256, 512), name="small_cnn_teacher"
-):
+def small_cnn_teacher(input_shape=(32, 32, 3), num_classes=10, filters=(64, 128, 256, 512), name="small_cnn_teacher"):
     """A VGG-style CNN of ~4.7M parameters: the size of seed 003's teacher.
 
     Four blocks of two 3x3 convolutions, each followed by
@@ -370,9 +364,7 @@ def resnet50(input_shape=(32, 32, 3), num_classes=10, weights=None, name="resnet
                 "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5."
             )
         weights = os.fspath(weights)
-    backbone = keras.applications.ResNet50(
-        include_top=False, weights=weights, input_shape=tuple(input_shape)
-    )
+    backbone = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=tuple(input_shape))
     features = layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = layers.Dense(num_classes, name="logits")(features)
     return keras.Model(backbone.input, logits, name=name)

@@ -109,8 +109,7 @@ class Report:
             )
         lines += [
             "",
-            "| Model | Batch size | p50 (ms/batch) | p95 (ms/batch) | p50 (ms/sample) "
-            "| Throughput (samples/s) |",
+            "| Model | Batch size | p50 (ms/batch) | p95 (ms/batch) | p50 (ms/sample) | Throughput (samples/s) |",
             "|---|---:|---:|---:|---:|---:|",
         ]
         for name, metrics in self.models.items():
@@ -230,16 +229,12 @@ def compare(
                 if teacher_logits is None
                 else 100.0 * float(np.mean(predictions == np.argmax(teacher_logits, axis=-1)))
             ),
-            "kl_to_teacher": (
-                None if teacher_logits is None else _mean_kl(teacher_logits, model_logits)
-            ),
-            "expected_calibration_error": 100.0
-            * expected_calibration_error(model_logits, labels, calibration_bins),
+            "kl_to_teacher": (None if teacher_logits is None else _mean_kl(teacher_logits, model_logits)),
+            "expected_calibration_error": 100.0 * expected_calibration_error(model_logits, labels, calibration_bins),
             "parameters": int(model.count_params()),
             "size_mb": saved_size_mb(model),
             "latency": [
-                _latency(model, _batch_of(x, batch_size), warmup_batches, timed_batches)
-                for batch_size in batch_sizes
+                _latency(model, _batch_of(x, batch_size), warmup_batches, timed_batches) for batch_size in batch_sizes
             ],
         }
     settings = {
@@ -337,9 +332,7 @@ def check_inputs_fit(model, x, model_description=None, data_description="the dat
     except (AttributeError, ValueError):
         return
     if isinstance(input_shape, list):
-        raise ValueError(
-            f"{model_description} has {len(input_shape)} inputs; one input array is supported."
-        )
+        raise ValueError(f"{model_description} has {len(input_shape)} inputs; one input array is supported.")
     if not validation.rows_fit_input_shape(x.shape[1:], input_shape):
         raise ValueError(
             f"{model_description} takes inputs of shape {input_shape}, but "
@@ -470,17 +463,13 @@ def _check_data(data):
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"`data` has no examples (x of shape {x.shape}).")
     if y.ndim not in (1, 2) or len(y) != len(x):
-        raise ValueError(
-            f"`data` has {len(x)} inputs but labels of shape {y.shape}; give one label per input."
-        )
+        raise ValueError(f"`data` has {len(x)} inputs but labels of shape {y.shape}; give one label per input.")
     if y.ndim == 2 and y.shape[1] > 1:
         y = np.argmax(y, axis=-1)  # One-hot rows.
     y = y.reshape(len(y))
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.mod(y, 1) == 0):
-            raise ValueError(
-                "Labels must be integer class ids (or one-hot rows); got non-integer values."
-            )
+            raise ValueError("Labels must be integer class ids (or one-hot rows); got non-integer values.")
         y = y.astype("int64")
     return x, y
 
@@ -489,8 +478,7 @@ def _check_classes(logits, labels):
     classes = {name: output.shape[-1] for name, output in logits.items()}
     if len(set(classes.values())) != 1:
         raise ValueError(
-            f"The models output different numbers of classes: {classes}. Compare "
-            "models that predict the same classes."
+            f"The models output different numbers of classes: {classes}. Compare models that predict the same classes."
         )
     num_classes = next(iter(classes.values()))
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -507,8 +495,7 @@ def _check_counts(name, values, minimum):
     except TypeError:
         raise TypeError(f"`{name}` must be a sequence of integers; got {values!r}.") from None
     if not values or any(
-        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-        for value in values
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum for value in values
     ):
         raise ValueError(f"`{name}` must hold integers >= {minimum}; got {values!r}.")
     return [int(value) for value in values]

@@ -16,8 +16,7 @@ A teacher can label any input. Two ways to use that:
 """
 
 import numpy as np
-from keras import ops
-from keras import random
+from keras import ops, random
 
 # The label of an example without one, in sparse labels (a one-hot row of
 # -1 for one-hot labels).
@@ -68,10 +67,7 @@ def with_transfer_set(x_labeled, y_labeled, x_unlabeled):
             "models, so they must match."
         )
     if len(y_labeled) != len(x_labeled):
-        raise ValueError(
-            f"{len(x_labeled)} labelled inputs but {len(y_labeled)} labels; "
-            "give one label per input."
-        )
+        raise ValueError(f"{len(x_labeled)} labelled inputs but {len(y_labeled)} labels; give one label per input.")
     if y_labeled.size and y_labeled.min() < 0:
         raise ValueError(
             f"Labels must be >= 0; got {y_labeled.min().item()!r}. Negative labels "
@@ -157,8 +153,7 @@ def sample_gamma(shape, concentration, seed_generator, rounds=8):
     safe_v = ops.maximum(v, 1e-30)
     accepted = ops.logical_and(
         v > 0,
-        ops.log(ops.maximum(uniform, 1e-30))
-        < 0.5 * normal**2 + d - d * safe_v + d * ops.log(safe_v),
+        ops.log(ops.maximum(uniform, 1e-30)) < 0.5 * normal**2 + d - d * safe_v + d * ops.log(safe_v),
     )
     candidates = ops.where(accepted, d * safe_v, 0.0)
     first_accepted = ops.argmax(ops.cast(accepted, "int32"), axis=0)

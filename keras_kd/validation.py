@@ -11,14 +11,11 @@ def check_real_number(name, value, schedulable=True):
     """Returns `value` as a float, refusing bools, non-numbers and NaN/inf."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         valid = (
-            "a real number, a keras.optimizers.schedules.LearningRateSchedule "
-            "or a callable of the training step"
+            "a real number, a keras.optimizers.schedules.LearningRateSchedule or a callable of the training step"
             if schedulable
             else "a real number"
         )
-        raise TypeError(
-            f"`{name}` must be {valid}; got {value!r} of type {type(value).__name__}."
-        )
+        raise TypeError(f"`{name}` must be {valid}; got {value!r} of type {type(value).__name__}.")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"`{name}` must be finite; got {value!r}.")
@@ -35,9 +32,7 @@ def check_positive_int(name, value):
 def check_temperature(value, name="temperature", schedulable=True):
     value = check_real_number(name, value, schedulable)
     if value <= 0:
-        raise ValueError(
-            f"`{name}` must be > 0 (typical values are 1 to 20); got {value!r}."
-        )
+        raise ValueError(f"`{name}` must be > 0 (typical values are 1 to 20); got {value!r}.")
     return value
 
 
@@ -110,15 +105,10 @@ def check_sparse_labels(labels, logits):
     labels_shape = tuple(labels.shape)
     logits_shape = tuple(logits.shape)
     sparse_rank = len(logits_shape) - 1
-    if len(labels_shape) == sparse_rank or (
-        len(labels_shape) == sparse_rank + 1 and labels_shape[-1] == 1
-    ):
+    if len(labels_shape) == sparse_rank or (len(labels_shape) == sparse_rank + 1 and labels_shape[-1] == 1):
         dtype = keras.backend.standardize_dtype(labels.dtype)
         if dtype == "bool" or dtype == "string":
-            raise TypeError(
-                f"Labels must be integer class ids or one-hot floats; got "
-                f"dtype {dtype}."
-            )
+            raise TypeError(f"Labels must be integer class ids or one-hot floats; got dtype {dtype}.")
         return
     raise ValueError(_label_shape_message(labels_shape, logits_shape))
 
@@ -189,9 +179,7 @@ def check_label_form(labels_shape, dtype_kind, dtype_name, logits_shape):
     False for class ids, whose values are then still to check.
     """
     if dtype_kind not in "biuf":
-        raise TypeError(
-            f"Labels must be integer class ids or one-hot floats; got dtype {dtype_name}."
-        )
+        raise TypeError(f"Labels must be integer class ids or one-hot floats; got dtype {dtype_name}.")
     labels_shape = tuple(labels_shape)
     logits_shape = labels_shape[:1] + tuple(logits_shape[1:])
     num_classes = logits_shape[-1]
@@ -202,9 +190,7 @@ def check_label_form(labels_shape, dtype_kind, dtype_name, logits_shape):
     if not (rank == sparse_rank or (rank == sparse_rank + 1 and labels_shape[-1] == 1)):
         raise ValueError(_label_shape_message(labels_shape, logits_shape))
     if dtype_kind == "b":
-        raise TypeError(
-            f"Labels must be integer class ids or one-hot floats; got dtype {dtype_name}."
-        )
+        raise TypeError(f"Labels must be integer class ids or one-hot floats; got dtype {dtype_name}.")
     return False
 
 

@@ -7,10 +7,10 @@ REQUESTED_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 os.environ["KERAS_BACKEND"] = REQUESTED_BACKEND
 
 # torch before tensorflow: the other order can segfault.
-import torch  # noqa: E402,F401
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +54,7 @@ def run_in_backend(backend_name, code, timeout=300):
         timeout=timeout,
     )
     if result.returncode != 0:
-        raise AssertionError(
-            f"subprocess on {backend_name} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
-        )
+        raise AssertionError(f"subprocess on {backend_name} failed:\n{result.stdout}\n{result.stderr[-4000:]}")
     return result.stdout
 
 

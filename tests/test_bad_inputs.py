@@ -35,9 +35,9 @@ import typing
 import keras
 import numpy as np
 import pytest
-from conftest import ArrayBatches, make_data, make_mlp
 
 import keras_kd
+from conftest import ArrayBatches, make_data, make_mlp
 from keras_kd import cli, datasets, losses, tuning
 from keras_kd.cache import CacheMismatchError, TeacherCache
 
@@ -265,25 +265,76 @@ FOUR_CLASS_LOGITS = np.zeros((2, 4), "float32")
 
 CATALOGUE = [
     # ---- keras_kd.Distiller: hyperparameters
-    Case("distiller temperature str", lambda: distiller(temperature="4"), TypeError, ["got '4' of type str", "a real number"]),
-    Case("distiller temperature bool", lambda: distiller(temperature=True), TypeError, ["got true of type bool", "a real number"]),
+    Case(
+        "distiller temperature str",
+        lambda: distiller(temperature="4"),
+        TypeError,
+        ["got '4' of type str", "a real number"],
+    ),
+    Case(
+        "distiller temperature bool",
+        lambda: distiller(temperature=True),
+        TypeError,
+        ["got true of type bool", "a real number"],
+    ),
     Case("distiller temperature zero", lambda: distiller(temperature=0.0), ValueError, ["got 0.0", "must be > 0"]),
     Case("distiller temperature negative", lambda: distiller(temperature=-2), ValueError, ["got -2.0", "must be > 0"]),
-    Case("distiller temperature nan", lambda: distiller(temperature=math.nan), ValueError, ["got nan", "must be finite"]),
-    Case("distiller temperature inf", lambda: distiller(temperature=math.inf), ValueError, ["got inf", "must be finite"]),
-    Case("distiller alpha None", lambda: distiller(alpha=None), TypeError, ["got none of type nonetype", "a real number"]),
+    Case(
+        "distiller temperature nan", lambda: distiller(temperature=math.nan), ValueError, ["got nan", "must be finite"]
+    ),
+    Case(
+        "distiller temperature inf", lambda: distiller(temperature=math.inf), ValueError, ["got inf", "must be finite"]
+    ),
+    Case(
+        "distiller alpha None", lambda: distiller(alpha=None), TypeError, ["got none of type nonetype", "a real number"]
+    ),
     Case("distiller alpha above 1", lambda: distiller(alpha=1.5), ValueError, ["got 1.5", "must be in [0, 1]"]),
     Case("distiller alpha negative", lambda: distiller(alpha=-0.1), ValueError, ["got -0.1", "must be in [0, 1]"]),
     Case("distiller alpha nan", lambda: distiller(alpha=math.nan), ValueError, ["got nan", "`alpha` must be finite"]),
     Case("distiller alpha inf", lambda: distiller(alpha=-math.inf), ValueError, ["got -inf", "`alpha` must be finite"]),
-    Case("distiller alpha schedule out of range", lambda: distiller(alpha=lambda step: 2.0 + step), ValueError, ["`alpha(step=0)`", "got 2.0", "in [0, 1]"]),
-    Case("distiller loss string", lambda: distiller(distillation_loss="kl_divergence"), TypeError, ["got 'kl_divergence'", "keras_kd.losses.softtargetkl()"]),
+    Case(
+        "distiller alpha schedule out of range",
+        lambda: distiller(alpha=lambda step: 2.0 + step),
+        ValueError,
+        ["`alpha(step=0)`", "got 2.0", "in [0, 1]"],
+    ),
+    Case(
+        "distiller loss string",
+        lambda: distiller(distillation_loss="kl_divergence"),
+        TypeError,
+        ["got 'kl_divergence'", "keras_kd.losses.softtargetkl()"],
+    ),
     # ---- keras_kd.Distiller: models
-    Case("teacher is the student", lambda: distiller(student=W.teacher), ValueError, ["same model object", "keras.models.clone_model(teacher)"]),
-    Case("teacher not a model", lambda: distiller(teacher="teacher.keras"), TypeError, ["got 'teacher.keras' of type str", "must be a keras.model"]),
-    Case("student not a model", lambda: distiller(student=lambda x: x), TypeError, ["of type function", "`student` must be a keras.model"]),
-    Case("class counts differ", lambda: distiller(student=make_mlp(4, num_classes=5)), ValueError, ["student outputs (none, 5)", "a last layer of 3 units"]),
-    Case("input shapes differ", lambda: distiller(student=make_mlp(4, input_dim=6)), ValueError, ["student takes [(none, 6)]", "input shapes must match"]),
+    Case(
+        "teacher is the student",
+        lambda: distiller(student=W.teacher),
+        ValueError,
+        ["same model object", "keras.models.clone_model(teacher)"],
+    ),
+    Case(
+        "teacher not a model",
+        lambda: distiller(teacher="teacher.keras"),
+        TypeError,
+        ["got 'teacher.keras' of type str", "must be a keras.model"],
+    ),
+    Case(
+        "student not a model",
+        lambda: distiller(student=lambda x: x),
+        TypeError,
+        ["of type function", "`student` must be a keras.model"],
+    ),
+    Case(
+        "class counts differ",
+        lambda: distiller(student=make_mlp(4, num_classes=5)),
+        ValueError,
+        ["student outputs (none, 5)", "a last layer of 3 units"],
+    ),
+    Case(
+        "input shapes differ",
+        lambda: distiller(student=make_mlp(4, input_dim=6)),
+        ValueError,
+        ["student takes [(none, 6)]", "input shapes must match"],
+    ),
     Case(
         "teacher ends in softmax",
         lambda: distiller(teacher=keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])),
@@ -294,7 +345,12 @@ CATALOGUE = [
     Case("mixup negative", lambda: distiller(mixup=-0.5), ValueError, ["got -0.5", "`mixup` must be >= 0"]),
     Case("mixup str", lambda: distiller(mixup="strong"), TypeError, ["got 'strong'", "`mixup` must be a real number"]),
     Case("mixup inf", lambda: distiller(mixup=math.inf), ValueError, ["got inf", "`mixup` must be finite"]),
-    Case("augmentation str", lambda: distiller(augmentation="flip"), TypeError, ["got 'flip'", "none or a keras.layers.layer"]),
+    Case(
+        "augmentation str",
+        lambda: distiller(augmentation="flip"),
+        TypeError,
+        ["got 'flip'", "none or a keras.layers.layer"],
+    ),
     Case(
         "function matching without transforms",
         lambda: keras_kd.FunctionMatchingDistiller(W.teacher, W.student, mixup=0.0),
@@ -302,7 +358,12 @@ CATALOGUE = [
         ["got augmentation=none and mixup=0.0", "an `augmentation` layer, a `mixup` concentration > 0"],
     ),
     # ---- Distiller.compile
-    Case("hard loss unknown string", lambda: distiller().compile(optimizer="sgd", loss="kl_divergence"), ValueError, ["'kl_divergence'", "valid strings"]),
+    Case(
+        "hard loss unknown string",
+        lambda: distiller().compile(optimizer="sgd", loss="kl_divergence"),
+        ValueError,
+        ["'kl_divergence'", "valid strings"],
+    ),
     Case(
         "hard loss on probabilities",
         lambda: distiller().compile(optimizer="sgd", loss=keras.losses.CategoricalCrossentropy()),
@@ -310,18 +371,69 @@ CATALOGUE = [
         ["from_logits=false", "pass from_logits=true"],
     ),
     # ---- Distiller.fit / evaluate: data
-    Case("labels missing with alpha < 1", lambda: fit(None), ValueError, ["labels are missing, but alpha=0.5", "pass y to fit()", "alpha=1.0"]),
-    Case("labels of the wrong shape", lambda: fit(np.zeros((32, 2), "float32")), ValueError, ["labels of shape (32, 2)", "class ids of shape (32,)", "one-hot rows of shape (32, 3)"]),
-    Case("labels of dtype bool", lambda: fit(np.zeros(32, bool)), TypeError, ["dtype bool", "integer class ids or one-hot floats"]),
-    Case("labels of dtype str", lambda: fit(np.array(["cat"] * 32)), TypeError, ["dtype <u3", "integer class ids or one-hot floats"]),
-    Case("labels beyond the classes", lambda: fit(np.full(32, 5)), ValueError, ["label 5 is not a class id", "integers 0 to 2"]),
-    Case("labels not whole numbers", lambda: fit(np.full(32, 0.5, "float32")), ValueError, ["label 0.5", "integers 0 to 2"]),
-    Case("evaluate labels beyond the classes", lambda: fit(np.full(32, 3), method="evaluate"), ValueError, ["label 3", "integers 0 to 2"]),
-    Case("inputs of the wrong shape", lambda: fit(W.y, x=W.x[:, :5]), ValueError, ["inputs have shape (32, 5)", "rows of shape (8,)"]),
+    Case(
+        "labels missing with alpha < 1",
+        lambda: fit(None),
+        ValueError,
+        ["labels are missing, but alpha=0.5", "pass y to fit()", "alpha=1.0"],
+    ),
+    Case(
+        "labels of the wrong shape",
+        lambda: fit(np.zeros((32, 2), "float32")),
+        ValueError,
+        ["labels of shape (32, 2)", "class ids of shape (32,)", "one-hot rows of shape (32, 3)"],
+    ),
+    Case(
+        "labels of dtype bool",
+        lambda: fit(np.zeros(32, bool)),
+        TypeError,
+        ["dtype bool", "integer class ids or one-hot floats"],
+    ),
+    Case(
+        "labels of dtype str",
+        lambda: fit(np.array(["cat"] * 32)),
+        TypeError,
+        ["dtype <u3", "integer class ids or one-hot floats"],
+    ),
+    Case(
+        "labels beyond the classes",
+        lambda: fit(np.full(32, 5)),
+        ValueError,
+        ["label 5 is not a class id", "integers 0 to 2"],
+    ),
+    Case(
+        "labels not whole numbers",
+        lambda: fit(np.full(32, 0.5, "float32")),
+        ValueError,
+        ["label 0.5", "integers 0 to 2"],
+    ),
+    Case(
+        "evaluate labels beyond the classes",
+        lambda: fit(np.full(32, 3), method="evaluate"),
+        ValueError,
+        ["label 3", "integers 0 to 2"],
+    ),
+    Case(
+        "inputs of the wrong shape",
+        lambda: fit(W.y, x=W.x[:, :5]),
+        ValueError,
+        ["inputs have shape (32, 5)", "rows of shape (8,)"],
+    ),
     # Keras's own check of the data's row counts, reached through Distiller.fit
     # before any step runs; its message names both sizes.
-    Case("labels of another length", lambda: fit(W.y[:10]), ValueError, ["'y' sizes: 10", "same number of samples"], origin="keras"),
-    Case("labels of the wrong shape in a dataset", fit_dataset_with_bad_labels, ValueError, ["labels of shape (", ", 2) do not fit", "class ids of shape ("]),
+    Case(
+        "labels of another length",
+        lambda: fit(W.y[:10]),
+        ValueError,
+        ["'y' sizes: 10", "same number of samples"],
+        origin="keras",
+    ),
+    Case(
+        "labels of the wrong shape in a dataset",
+        fit_dataset_with_bad_labels,
+        ValueError,
+        ["labels of shape (", ", 2) do not fit", "class ids of shape ("],
+    ),
     # ---- Distiller.fit: every form of data (issue 18). A bad label in a
     # later batch is found before its step; the rest before training.
     Case(
@@ -340,9 +452,11 @@ CATALOGUE = [
         # Compiled steps (XLA on TensorFlow and JAX) see only checked batches;
         # the first batch is bad, so that PyTorch compiles nothing.
         "tf.data labels beyond the classes under jit_compile",
-        lambda: five_class_distiller()
-        .compile(optimizer="sgd", jit_compile=True)
-        .fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0),
+        lambda: (
+            five_class_distiller()
+            .compile(optimizer="sgd", jit_compile=True)
+            .fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0)
+        ),
         ValueError,
         ["label 9 is not a class id", "integers 0 to 4"],
     ),
@@ -452,7 +566,9 @@ CATALOGUE = [
     # training when the fit's length is known, else before the step.
     Case(
         "temperature schedule reaching 0",
-        lambda: five_class_distiller(temperature=polynomial(1.0, 2, -1.0)).fit(W.x, W.y, batch_size=8, epochs=2, verbose=0),
+        lambda: five_class_distiller(temperature=polynomial(1.0, 2, -1.0)).fit(
+            W.x, W.y, batch_size=8, epochs=2, verbose=0
+        ),
         ValueError,
         ["at training step 1", "`temperature(step=1)` must be > 0", "got 0.0"],
     ),
@@ -470,7 +586,9 @@ CATALOGUE = [
     ),
     Case(
         "temperature schedule with ops.cond",
-        lambda: fit_generator(batches(W.x, W.y), temperature=lambda step: keras.ops.cond(step < 3, lambda: 2.0, lambda: -1.0)),
+        lambda: fit_generator(
+            batches(W.x, W.y), temperature=lambda step: keras.ops.cond(step < 3, lambda: 2.0, lambda: -1.0)
+        ),
         ValueError,
         ["at training step 3", "`temperature(step=3)` must be > 0", "got -1.0"],
     ),
@@ -481,19 +599,84 @@ CATALOGUE = [
         ["at training step 3", "`alpha(step=3)` must be in [0, 1]", "got 1.25"],
     ),
     # ---- keras_kd.losses
-    Case("soft_target_kl temperature zero", lambda: losses.soft_target_kl(LOGITS, LOGITS, 0.0), ValueError, ["got 0.0", "must be > 0"]),
-    Case("soft_target_kl temperature negative", lambda: losses.soft_target_kl(LOGITS, LOGITS, -1), ValueError, ["got -1.0", "must be > 0"]),
-    Case("soft_target_kl temperature nan", lambda: losses.soft_target_kl(LOGITS, LOGITS, math.nan), ValueError, ["got nan", "must be finite"]),
-    Case("SoftTargetKL temperature str", lambda: losses.SoftTargetKL()(LOGITS, LOGITS, "4"), TypeError, ["got '4' of type str", "must be a real number"]),
-    Case("DecoupledKD temperature zero", lambda: losses.DecoupledKD()(LOGITS, LOGITS, 0), ValueError, ["got 0.0", "must be > 0"]),
-    Case("decoupled_kd temperature None", lambda: losses.decoupled_kd(LOGITS, LOGITS, None), TypeError, ["got none", "must be a real number"]),
-    Case("soft_target_kl shapes differ", lambda: losses.soft_target_kl(LOGITS, FOUR_CLASS_LOGITS, 4.0), ValueError, ["teacher (2, 3) and student (2, 4)", "same shape"]),
-    Case("decoupled_kd shapes differ", lambda: losses.decoupled_kd(LOGITS, FOUR_CLASS_LOGITS, 4.0), ValueError, ["teacher (2, 3) and student (2, 4)", "same shape"]),
-    Case("SoftTargetKL shapes differ", lambda: losses.SoftTargetKL()(FOUR_CLASS_LOGITS, LOGITS, 4.0), ValueError, ["teacher (2, 4) and student (2, 3)", "same shape"]),
-    Case("hint_mse shapes differ", lambda: losses.hint_mse(np.zeros((2, 4)), np.zeros((2, 3))), ValueError, ["teacher (2, 4) and student (2, 3)", "same shape"]),
-    Case("label_cross_entropy shapes differ", lambda: losses.label_cross_entropy(np.zeros((2, 2)), LOGITS), ValueError, ["labels of shape (2, 2)", "class ids of shape (2,)"]),
-    Case("DecoupledKD beta str", lambda: losses.DecoupledKD(beta="8"), TypeError, ["got '8'", "`beta` must be a real number"]),
-    Case("DecoupledKD warmup fractional", lambda: losses.DecoupledKD(warmup_steps=1.5), ValueError, ["got 1.5", "an integer >= 0"]),
+    Case(
+        "soft_target_kl temperature zero",
+        lambda: losses.soft_target_kl(LOGITS, LOGITS, 0.0),
+        ValueError,
+        ["got 0.0", "must be > 0"],
+    ),
+    Case(
+        "soft_target_kl temperature negative",
+        lambda: losses.soft_target_kl(LOGITS, LOGITS, -1),
+        ValueError,
+        ["got -1.0", "must be > 0"],
+    ),
+    Case(
+        "soft_target_kl temperature nan",
+        lambda: losses.soft_target_kl(LOGITS, LOGITS, math.nan),
+        ValueError,
+        ["got nan", "must be finite"],
+    ),
+    Case(
+        "SoftTargetKL temperature str",
+        lambda: losses.SoftTargetKL()(LOGITS, LOGITS, "4"),
+        TypeError,
+        ["got '4' of type str", "must be a real number"],
+    ),
+    Case(
+        "DecoupledKD temperature zero",
+        lambda: losses.DecoupledKD()(LOGITS, LOGITS, 0),
+        ValueError,
+        ["got 0.0", "must be > 0"],
+    ),
+    Case(
+        "decoupled_kd temperature None",
+        lambda: losses.decoupled_kd(LOGITS, LOGITS, None),
+        TypeError,
+        ["got none", "must be a real number"],
+    ),
+    Case(
+        "soft_target_kl shapes differ",
+        lambda: losses.soft_target_kl(LOGITS, FOUR_CLASS_LOGITS, 4.0),
+        ValueError,
+        ["teacher (2, 3) and student (2, 4)", "same shape"],
+    ),
+    Case(
+        "decoupled_kd shapes differ",
+        lambda: losses.decoupled_kd(LOGITS, FOUR_CLASS_LOGITS, 4.0),
+        ValueError,
+        ["teacher (2, 3) and student (2, 4)", "same shape"],
+    ),
+    Case(
+        "SoftTargetKL shapes differ",
+        lambda: losses.SoftTargetKL()(FOUR_CLASS_LOGITS, LOGITS, 4.0),
+        ValueError,
+        ["teacher (2, 4) and student (2, 3)", "same shape"],
+    ),
+    Case(
+        "hint_mse shapes differ",
+        lambda: losses.hint_mse(np.zeros((2, 4)), np.zeros((2, 3))),
+        ValueError,
+        ["teacher (2, 4) and student (2, 3)", "same shape"],
+    ),
+    Case(
+        "label_cross_entropy shapes differ",
+        lambda: losses.label_cross_entropy(np.zeros((2, 2)), LOGITS),
+        ValueError,
+        ["labels of shape (2, 2)", "class ids of shape (2,)"],
+    ),
+    Case(
+        "DecoupledKD beta str",
+        lambda: losses.DecoupledKD(beta="8"),
+        TypeError,
+        ["got '8'", "`beta` must be a real number"],
+    ),
+    Case(
+        "DecoupledKD warmup fractional",
+        lambda: losses.DecoupledKD(warmup_steps=1.5),
+        ValueError,
+        ["got 1.5", "an integer >= 0"],
+    ),
     Case("AttentionTransfer p below 1", lambda: losses.AttentionTransfer(p=0.5), ValueError, ["0.5", "must be >= 1"]),
     # ---- keras_kd.FeatureMatch
     Case(
@@ -502,12 +685,42 @@ CATALOGUE = [
         ValueError,
         ["no layer named 'missing'", "its layers:"],
     ),
-    Case("feature match negative weight", lambda: keras_kd.FeatureMatch("a", "b", weight=-1), ValueError, ["got -1", "must be >= 0"]),
-    Case("feature match weight str", lambda: keras_kd.FeatureMatch("a", "b", weight="heavy"), TypeError, ["got 'heavy'", "`weight` must be a real number;"]),
-    Case("feature match unknown loss", lambda: keras_kd.FeatureMatch("a", "b", loss="l7"), ValueError, ["unknown feature loss 'l7'", "valid strings: ['attention', 'cosine'"]),
-    Case("feature match layer not a name", lambda: keras_kd.FeatureMatch(3, "b"), TypeError, ["got 3", "a layer name or a keras.layers.layer"]),
-    Case("feature match bad adapter", lambda: keras_kd.FeatureMatch("a", "b", adapter="dense"), ValueError, ["got 'dense'", "'auto', none or a keras.layers.layer"]),
-    Case("feature matches not FeatureMatch", lambda: distiller(feature_matches=[("a", "b")]), TypeError, ["got ('a', 'b')", "a list of keras_kd.featurematch"]),
+    Case(
+        "feature match negative weight",
+        lambda: keras_kd.FeatureMatch("a", "b", weight=-1),
+        ValueError,
+        ["got -1", "must be >= 0"],
+    ),
+    Case(
+        "feature match weight str",
+        lambda: keras_kd.FeatureMatch("a", "b", weight="heavy"),
+        TypeError,
+        ["got 'heavy'", "`weight` must be a real number;"],
+    ),
+    Case(
+        "feature match unknown loss",
+        lambda: keras_kd.FeatureMatch("a", "b", loss="l7"),
+        ValueError,
+        ["unknown feature loss 'l7'", "valid strings: ['attention', 'cosine'"],
+    ),
+    Case(
+        "feature match layer not a name",
+        lambda: keras_kd.FeatureMatch(3, "b"),
+        TypeError,
+        ["got 3", "a layer name or a keras.layers.layer"],
+    ),
+    Case(
+        "feature match bad adapter",
+        lambda: keras_kd.FeatureMatch("a", "b", adapter="dense"),
+        ValueError,
+        ["got 'dense'", "'auto', none or a keras.layers.layer"],
+    ),
+    Case(
+        "feature matches not FeatureMatch",
+        lambda: distiller(feature_matches=[("a", "b")]),
+        TypeError,
+        ["got ('a', 'b')", "a list of keras_kd.featurematch"],
+    ),
     Case(
         "feature match shapes differ without adapter",
         lambda: distiller(feature_matches=[keras_kd.FeatureMatch(hidden(W.teacher), hidden(W.student), adapter=None)]),
@@ -517,17 +730,47 @@ CATALOGUE = [
     Case(
         "feature match shape cannot be adapted",
         lambda: keras_kd.Distiller(
-            W.image_teacher, W.flat_student, feature_matches=[keras_kd.FeatureMatch("teacher_conv", "student_flat_hidden")]
+            W.image_teacher,
+            W.flat_student,
+            feature_matches=[keras_kd.FeatureMatch("teacher_conv", "student_flat_hidden")],
         ),
         ValueError,
-        ["student feature of shape (none, 4) to the teacher feature of shape (none, 4, 4, 2)", "pass your own keras layer as `adapter`"],
+        [
+            "student feature of shape (none, 4) to the teacher feature of shape (none, 4, 4, 2)",
+            "pass your own keras layer as `adapter`",
+        ],
     ),
     # ---- keras_kd.TeacherCache
-    Case("cache of another teacher", fit_other_teacher_on_cache, CacheMismatchError, ["teacher with other weights", "rebuild it with keras_kd.teachercache.build"]),
-    Case("cache of other data", lambda: W.cache.dataset(changed_rows(), W.y), CacheMismatchError, ["rows [5] changed", "pass the original data in the original order"]),
-    Case("cache without the matched features", fit_feature_match_on_logits_cache, CacheMismatchError, ["teacher layers ['dense", "teachercache.for_distiller"]),
-    Case("cache file truncated", load_truncated_cache, ValueError, ["000.npy", "the file is truncated", "rebuild the cache"]),
-    Case("cache directory missing", lambda: TeacherCache.load(os.path.join(W.dir, "no_cache")), FileNotFoundError, ["no teacher cache at", "teachercache.build(teacher, x, path=...)"]),
+    Case(
+        "cache of another teacher",
+        fit_other_teacher_on_cache,
+        CacheMismatchError,
+        ["teacher with other weights", "rebuild it with keras_kd.teachercache.build"],
+    ),
+    Case(
+        "cache of other data",
+        lambda: W.cache.dataset(changed_rows(), W.y),
+        CacheMismatchError,
+        ["rows [5] changed", "pass the original data in the original order"],
+    ),
+    Case(
+        "cache without the matched features",
+        fit_feature_match_on_logits_cache,
+        CacheMismatchError,
+        ["teacher layers ['dense", "teachercache.for_distiller"],
+    ),
+    Case(
+        "cache file truncated",
+        load_truncated_cache,
+        ValueError,
+        ["000.npy", "the file is truncated", "rebuild the cache"],
+    ),
+    Case(
+        "cache directory missing",
+        lambda: TeacherCache.load(os.path.join(W.dir, "no_cache")),
+        FileNotFoundError,
+        ["no teacher cache at", "teachercache.build(teacher, x, path=...)"],
+    ),
     Case(
         "cache of an augmented pipeline",
         lambda: TeacherCache.build(W.teacher, ArrayBatches(W.x, W.y, noise=0.1)),
@@ -540,39 +783,179 @@ CATALOGUE = [
         ValueError,
         ["transforms its inputs inside the training step", "train it without a cache"],
     ),
-    Case("cached data given to function matching", fit_function_matching_on_cache, ValueError, ["transforms its inputs", "train it without a cache"]),
-    Case("cache batch size zero", lambda: TeacherCache.build(W.teacher, W.x, batch_size=0), ValueError, ["got 0", "a positive integer"]),
+    Case(
+        "cached data given to function matching",
+        fit_function_matching_on_cache,
+        ValueError,
+        ["transforms its inputs", "train it without a cache"],
+    ),
+    Case(
+        "cache batch size zero",
+        lambda: TeacherCache.build(W.teacher, W.x, batch_size=0),
+        ValueError,
+        ["got 0", "a positive integer"],
+    ),
     # ---- keras_kd.datasets
-    Case("dataset unknown", lambda: datasets.load("imagenet"), ValueError, ["unknown dataset 'imagenet'", "valid names: mnist", "digits"]),
-    Case("dataset split unknown", lambda: datasets.load("digits", "validation"), ValueError, ["got split='validation'", "splits ('train', 'test')"]),
-    Case("dataset augmentation unknown", lambda: datasets.augmentation("imagenet"), ValueError, ["'imagenet'", "valid names"]),
+    Case(
+        "dataset unknown",
+        lambda: datasets.load("imagenet"),
+        ValueError,
+        ["unknown dataset 'imagenet'", "valid names: mnist", "digits"],
+    ),
+    Case(
+        "dataset split unknown",
+        lambda: datasets.load("digits", "validation"),
+        ValueError,
+        ["got split='validation'", "splits ('train', 'test')"],
+    ),
+    Case(
+        "dataset augmentation unknown",
+        lambda: datasets.augmentation("imagenet"),
+        ValueError,
+        ["'imagenet'", "valid names"],
+    ),
     # ---- keras_kd.tuning
-    Case("tuning temperature zero", lambda: hypermodel(temperatures=[0.0, 2.0]), ValueError, ["`temperatures[0]` must be > 0", "got 0.0"]),
-    Case("tuning alpha above 1", lambda: hypermodel(alphas=[0.5, 1.5]), ValueError, ["`alphas[1]`", "got 1.5", "in [0, 1]"]),
-    Case("tuning temperatures str", lambda: hypermodel(temperatures="4"), TypeError, ["got '4' of type str", "a list of numbers or a keras_kd.tuning.range"]),
+    Case(
+        "tuning temperature zero",
+        lambda: hypermodel(temperatures=[0.0, 2.0]),
+        ValueError,
+        ["`temperatures[0]` must be > 0", "got 0.0"],
+    ),
+    Case(
+        "tuning alpha above 1",
+        lambda: hypermodel(alphas=[0.5, 1.5]),
+        ValueError,
+        ["`alphas[1]`", "got 1.5", "in [0, 1]"],
+    ),
+    Case(
+        "tuning temperatures str",
+        lambda: hypermodel(temperatures="4"),
+        TypeError,
+        ["got '4' of type str", "a list of numbers or a keras_kd.tuning.range"],
+    ),
     Case("tuning empty space", lambda: hypermodel(alphas=[]), ValueError, ["`alphas` is empty", "at least one value"]),
-    Case("tuning range reversed", lambda: hypermodel(temperatures=tuning.Range(5.0, 1.0)), ValueError, ["min_value=5.0, max_value=1.0", "min_value must be < max_value"]),
-    Case("tuning range sampling", lambda: hypermodel(temperatures=tuning.Range(1.0, 5.0, "exp")), ValueError, ["got 'exp'", "'linear' or 'log'"]),
-    Case("tuning learning rate zero", lambda: hypermodel(learning_rate=0.0), ValueError, ["`learning_rate` must be > 0", "got 0.0"]),
-    Case("tuning temperature decay", lambda: hypermodel(temperature_decay="yes"), ValueError, ["got 'yes'", "false, true or 'tune'"]),
-    Case("tuning builder is a model", lambda: hypermodel(student_builder=W.student), TypeError, ["of type functional", "a callable with no arguments"]),
-    Case("tuning data lengths differ", lambda: hypermodel(train_data=(W.x, W.y[:10])), ValueError, ["32 inputs and 10 labels", "as many labels as inputs"]),
-    Case("tuning unknown tuner", lambda: tuning.make_tuner("optuna", None), ValueError, ["unknown tuner 'optuna'", "valid: grid, random, bayesian, hyperband"]),
+    Case(
+        "tuning range reversed",
+        lambda: hypermodel(temperatures=tuning.Range(5.0, 1.0)),
+        ValueError,
+        ["min_value=5.0, max_value=1.0", "min_value must be < max_value"],
+    ),
+    Case(
+        "tuning range sampling",
+        lambda: hypermodel(temperatures=tuning.Range(1.0, 5.0, "exp")),
+        ValueError,
+        ["got 'exp'", "'linear' or 'log'"],
+    ),
+    Case(
+        "tuning learning rate zero",
+        lambda: hypermodel(learning_rate=0.0),
+        ValueError,
+        ["`learning_rate` must be > 0", "got 0.0"],
+    ),
+    Case(
+        "tuning temperature decay",
+        lambda: hypermodel(temperature_decay="yes"),
+        ValueError,
+        ["got 'yes'", "false, true or 'tune'"],
+    ),
+    Case(
+        "tuning builder is a model",
+        lambda: hypermodel(student_builder=W.student),
+        TypeError,
+        ["of type functional", "a callable with no arguments"],
+    ),
+    Case(
+        "tuning data lengths differ",
+        lambda: hypermodel(train_data=(W.x, W.y[:10])),
+        ValueError,
+        ["32 inputs and 10 labels", "as many labels as inputs"],
+    ),
+    Case(
+        "tuning unknown tuner",
+        lambda: tuning.make_tuner("optuna", None),
+        ValueError,
+        ["unknown tuner 'optuna'", "valid: grid, random, bayesian, hyperband"],
+    ),
     # ---- the command line
-    Case("cli missing teacher file", lambda: distill("--teacher", os.path.join(W.dir, "missing.keras")), CliFailed, ["missing.keras'", "no such file"], origin="cli"),
-    Case("cli corrupted teacher file", lambda: distill("--teacher", W.corrupted_file), CliFailed, ["corrupted.keras'", "not a .keras archive"], origin="cli"),
-    Case("cli unknown dataset", lambda: distill("--dataset", "imagenet"), CliFailed, ["unknown dataset 'imagenet'", "digits"], origin="cli"),
-    Case("cli temperature zero", lambda: distill("--temperature", "0"), CliFailed, ["--temperature", "got '0'", "must be > 0"], origin="cli"),
-    Case("cli temperature nan", lambda: distill("--temperature", "nan"), CliFailed, ["--temperature", "got 'nan'", "must be finite"], origin="cli"),
-    Case("cli alpha above 1", lambda: distill("--alpha", "1.5"), CliFailed, ["--alpha", "got '1.5'", "must be in [0, 1]"], origin="cli"),
-    Case("cli alpha not a number", lambda: distill("--alpha", "high"), CliFailed, ["--alpha", "got 'high'", "must be a number"], origin="cli"),
-    Case("cli output not .keras", lambda: distill("--output", os.path.join(W.dir, "student.h5")), CliFailed, ["student.h5'", "must end in .keras"], origin="cli"),
+    Case(
+        "cli missing teacher file",
+        lambda: distill("--teacher", os.path.join(W.dir, "missing.keras")),
+        CliFailed,
+        ["missing.keras'", "no such file"],
+        origin="cli",
+    ),
+    Case(
+        "cli corrupted teacher file",
+        lambda: distill("--teacher", W.corrupted_file),
+        CliFailed,
+        ["corrupted.keras'", "not a .keras archive"],
+        origin="cli",
+    ),
+    Case(
+        "cli unknown dataset",
+        lambda: distill("--dataset", "imagenet"),
+        CliFailed,
+        ["unknown dataset 'imagenet'", "digits"],
+        origin="cli",
+    ),
+    Case(
+        "cli temperature zero",
+        lambda: distill("--temperature", "0"),
+        CliFailed,
+        ["--temperature", "got '0'", "must be > 0"],
+        origin="cli",
+    ),
+    Case(
+        "cli temperature nan",
+        lambda: distill("--temperature", "nan"),
+        CliFailed,
+        ["--temperature", "got 'nan'", "must be finite"],
+        origin="cli",
+    ),
+    Case(
+        "cli alpha above 1",
+        lambda: distill("--alpha", "1.5"),
+        CliFailed,
+        ["--alpha", "got '1.5'", "must be in [0, 1]"],
+        origin="cli",
+    ),
+    Case(
+        "cli alpha not a number",
+        lambda: distill("--alpha", "high"),
+        CliFailed,
+        ["--alpha", "got 'high'", "must be a number"],
+        origin="cli",
+    ),
+    Case(
+        "cli output not .keras",
+        lambda: distill("--output", os.path.join(W.dir, "student.h5")),
+        CliFailed,
+        ["student.h5'", "must end in .keras"],
+        origin="cli",
+    ),
     # ---- saving and loading
     # keras.saving.load_model is Keras's own function: it refuses a file that
     # is not a zip archive itself, naming the file and what it should be.
-    Case("load a corrupted .keras file", lambda: keras.saving.load_model(W.corrupted_file), ValueError, ["corrupted.keras", "an accessible `.keras` zip file"], origin="keras"),
-    Case("load a truncated Distiller .keras file", lambda: keras.saving.load_model(W.truncated_file), ValueError, ["truncated_distiller.keras", "an accessible `.keras` zip file"], origin="keras"),
-    Case("save with a plain Python schedule", save_with_a_python_schedule, ValueError, ["is a plain python callable", "register_keras_serializable"]),
+    Case(
+        "load a corrupted .keras file",
+        lambda: keras.saving.load_model(W.corrupted_file),
+        ValueError,
+        ["corrupted.keras", "an accessible `.keras` zip file"],
+        origin="keras",
+    ),
+    Case(
+        "load a truncated Distiller .keras file",
+        lambda: keras.saving.load_model(W.truncated_file),
+        ValueError,
+        ["truncated_distiller.keras", "an accessible `.keras` zip file"],
+        origin="keras",
+    ),
+    Case(
+        "save with a plain Python schedule",
+        save_with_a_python_schedule,
+        ValueError,
+        ["is a plain python callable", "register_keras_serializable"],
+    ),
 ]
 
 
@@ -620,11 +1003,23 @@ def _failing_fits():
     schedule = lambda: polynomial(1.0, 2, -1.0)  # noqa: E731
     return [
         # The first step's batch (on JAX the step would have detached the variables).
-        ("tf.data first batch", five_class_distiller, lambda d: d.fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0)),
+        (
+            "tf.data first batch",
+            five_class_distiller,
+            lambda d: d.fit(tf_dataset(W.x, labels_with(9, row=0)), verbose=0),
+        ),
         ("tf.data later batch", five_class_distiller, lambda d: d.fit(tf_dataset(W.x, labels_with(9)), verbose=0)),
-        ("PyDataset first batch", five_class_distiller, lambda d: d.fit(ArrayBatches(W.x, labels_with(9, row=0)), verbose=0)),
+        (
+            "PyDataset first batch",
+            five_class_distiller,
+            lambda d: d.fit(ArrayBatches(W.x, labels_with(9, row=0)), verbose=0),
+        ),
         ("generator later batch", five_class_distiller, lambda d: d.fit(batches(W.x, labels_with(9)), verbose=0)),
-        ("evaluate later batch", five_class_distiller, lambda d: d.evaluate(ArrayBatches(W.x, labels_with(9, row=30)), verbose=0)),
+        (
+            "evaluate later batch",
+            five_class_distiller,
+            lambda d: d.evaluate(ArrayBatches(W.x, labels_with(9, row=30)), verbose=0),
+        ),
         (
             "temperature schedule at a step",
             lambda: five_class_distiller(temperature=schedule()),

@@ -5,16 +5,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-from conftest import REQUESTED_BACKEND
-
 import keras
+import pytest
 
-from bench import report
-from bench import runner
-from bench import torch_loop
-from bench import workload
+from bench import report, runner, torch_loop, workload
 from bench.pairs import PAIRS
+from conftest import REQUESTED_BACKEND
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +22,7 @@ def smoke_run(tmp_path_factory):
     """
     directory = tmp_path_factory.mktemp("bench")
     output, results = directory / "BENCHMARKS.md", directory / "results.json"
-    status = runner.main(
-        ["--smoke", "--backend", REQUESTED_BACKEND, "--output", str(output), "--json", str(results)]
-    )
+    status = runner.main(["--smoke", "--backend", REQUESTED_BACKEND, "--output", str(output), "--json", str(results)])
     return status, output, json.loads(results.read_text())
 
 
@@ -129,8 +123,20 @@ def test_bad_arguments_are_refused(arguments, capsys):
 
 def test_batch_size_and_dtype_policy_reach_every_spec():
     args = runner.parse_args(
-        ["--backend", "jax", "torch", "--pairs", "resnet", "--batch-size", "16", "--images", "40",
-         "--dtype-policy", "mixed_bfloat16", "--no-scaling"]
+        [
+            "--backend",
+            "jax",
+            "torch",
+            "--pairs",
+            "resnet",
+            "--batch-size",
+            "16",
+            "--images",
+            "40",
+            "--dtype-policy",
+            "mixed_bfloat16",
+            "--no-scaling",
+        ]
     )
     specs = runner.plan(args)
     assert {spec["backend"] for spec in specs} == {"jax", "torch"}
@@ -147,8 +153,15 @@ def test_report_names_the_gpu_and_the_policy():
 
 
 def test_workloads_run_under_a_mixed_policy():
-    spec = {"pair": "small", "images": 8, "batch_size": 4, "repeats": 1, "warmup_steps": 1,
-            "smoke": True, "dtype_policy": "mixed_bfloat16"}
+    spec = {
+        "pair": "small",
+        "images": 8,
+        "batch_size": 4,
+        "repeats": 1,
+        "warmup_steps": 1,
+        "smoke": True,
+        "dtype_policy": "mixed_bfloat16",
+    }
     torch_result = workload.run(dict(spec, config="torch_logits"))
     assert torch_result["torch_device"] == "cpu" and torch_result["seconds"] > 0
     workload.run(dict(spec, config="teacher_inference"))
@@ -156,7 +169,15 @@ def test_workloads_run_under_a_mixed_policy():
 
 
 def test_bad_spec_is_refused_with_the_valid_values():
-    spec = {"pair": "small", "config": "kd_logits", "images": 10, "batch_size": 4, "repeats": 1, "warmup_steps": 1, "smoke": True}
+    spec = {
+        "pair": "small",
+        "config": "kd_logits",
+        "images": 10,
+        "batch_size": 4,
+        "repeats": 1,
+        "warmup_steps": 1,
+        "smoke": True,
+    }
     with pytest.raises(ValueError, match="multiple of batch_size"):
         workload.run(spec)
     with pytest.raises(ValueError, match="valid"):
@@ -170,7 +191,9 @@ def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
     specs = runner.plan(runner.parse_args(["--backend", "jax", "torch", "--pairs", "overhead"]))
     keras_configs = ["student", "teacher_inference", "kd_logits", "kd_cached", "core_logits"]
     assert [(spec["backend"], spec["configs"]) for spec in specs] == [
-        ("jax", keras_configs), ("pytorch", ["torch_logits"]), ("torch", keras_configs)
+        ("jax", keras_configs),
+        ("pytorch", ["torch_logits"]),
+        ("torch", keras_configs),
     ]
     assert {(spec["images"], spec["batch_size"], spec["repeats"]) for spec in specs} == {(16384, 512, 3)}
     # The other pairs keep one process per configuration and their repeats.
@@ -183,8 +206,15 @@ def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
 
 
 def test_interleaved_run_times_every_configuration_in_each_round():
-    spec = {"pair": "overhead", "configs": ["student", "kd_cached", "core_logits"], "images": 32,
-            "batch_size": 16, "repeats": 2, "warmup_steps": 1, "smoke": True}
+    spec = {
+        "pair": "overhead",
+        "configs": ["student", "kd_cached", "core_logits"],
+        "images": 32,
+        "batch_size": 16,
+        "repeats": 2,
+        "warmup_steps": 1,
+        "smoke": True,
+    }
     results = workload.run_interleaved(spec)
     assert [r["config"] for r in results] == spec["configs"]
     for result in results:
@@ -238,7 +268,9 @@ def test_gpu_suite_plans_the_gpu_matrix():
     sizes = {pair: (by_key["jax", pair]["images"], by_key["jax", pair]["batch_size"]) for pair in PAIRS}
     assert sizes == {"resnet": (8192, 256), "small": (8192, 256), "overhead": (16384, 512)}
     # Options beside it override its choices.
-    narrowed = runner.plan(runner.parse_args(["--gpu-suite", "--backend", "jax", "--pairs", "small", "--batch-size", "64"]))
+    narrowed = runner.plan(
+        runner.parse_args(["--gpu-suite", "--backend", "jax", "--pairs", "small", "--batch-size", "64"])
+    )
     assert {(spec["backend"], spec["batch_size"]) for spec in narrowed} == {("jax", 64), ("pytorch", 64)}
 
 
@@ -287,9 +319,22 @@ def test_gpu_suite_smoke_runs_without_tensorflow_or_keras_tuner(tmp_path):
     environment = dict(os.environ, KERAS_BACKEND=REQUESTED_BACKEND, TF_CPP_MIN_LOG_LEVEL="3")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     completed = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_TENSORFLOW, "--gpu-suite", "--smoke",
-         "--output", str(output), "--json", str(results)],
-        cwd=root, env=environment, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            _WITHOUT_TENSORFLOW,
+            "--gpu-suite",
+            "--smoke",
+            "--output",
+            str(output),
+            "--json",
+            str(results),
+        ],
+        cwd=root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     data = json.loads(results.read_text())
@@ -297,7 +342,8 @@ def test_gpu_suite_smoke_runs_without_tensorflow_or_keras_tuner(tmp_path):
     timed = {(r["pair"], r["config"]) for r in data["results"]}
     five = ("student", "teacher_inference", "kd_logits", "kd_cached", "core_logits")
     assert timed == {(pair, config) for pair in PAIRS for config in five} | {
-        ("small", "torch_logits"), ("overhead", "torch_logits")
+        ("small", "torch_logits"),
+        ("overhead", "torch_logits"),
     }
     assert {r["dtype_policy"] for r in data["results"]} == {"mixed_bfloat16"}
     text = output.read_text()
@@ -315,13 +361,21 @@ def test_demo_gain_sweep_reports_each_setting():
 
     lines = []
     demo_gain_sweep.main(
-        ["--seeds", "0", "--teacher-epochs", "1", '{"epochs": 1, "shifted_copies": 0}',
-         '{"epochs": 1, "shifted_copies": 0, "alpha": [0.9, 0.1], "temperature": 2}'],
+        [
+            "--seeds",
+            "0",
+            "--teacher-epochs",
+            "1",
+            '{"epochs": 1, "shifted_copies": 0}',
+            '{"epochs": 1, "shifted_copies": 0, "alpha": [0.9, 0.1], "temperature": 2}',
+        ],
         print_fn=lines.append,
     )
     assert lines[0].startswith(f"{REQUESTED_BACKEND}: teacher ")
     assert len(lines) == 3
-    assert lines[2].startswith('{"epochs": 1, "shifted_copies": 0, "alpha": [0.9, 0.1], "temperature": 2}: labels only ')
+    assert lines[2].startswith(
+        '{"epochs": 1, "shifted_copies": 0, "alpha": [0.9, 0.1], "temperature": 2}: labels only '
+    )
     assert "gain " in lines[1] and "per seed " in lines[1]
 
 

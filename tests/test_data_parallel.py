@@ -77,12 +77,15 @@ def assert_same_training(reference, other):
         np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
 """
 
-JAX_CHECK = """
+JAX_CHECK = (
+    """
 import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax
 STUDENT_BATCHNORM = True
-""" + COMMON + """
+"""
+    + COMMON
+    + """
 devices = jax.devices("cpu")
 assert len(devices) == 2, devices
 one_device = train(cached=False)
@@ -94,15 +97,19 @@ for cached in (False, True):
     assert_same_training(one_device, two_devices)
 print("ok")
 """
+)
 
-TF_CHECK = """
+TF_CHECK = (
+    """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 # MirroredStrategy normalizes BatchNormalization per replica (unless
 # synchronized=True), which changes the result; the student here has none.
 STUDENT_BATCHNORM = False
-""" + COMMON + """
+"""
+    + COMMON
+    + """
 one_device = train(cached=False)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
@@ -111,6 +118,7 @@ with strategy.scope():
         assert_same_training(one_device, train(cached))
 print("ok")
 """
+)
 
 
 @pytest.mark.skipif(REQUESTED_BACKEND != "jax", reason="keras.distribution.DataParallel is the JAX path")
@@ -119,9 +127,7 @@ def test_jax_data_parallel_matches_one_device():
     assert output.strip().endswith("ok")
 
 
-@pytest.mark.skipif(
-    REQUESTED_BACKEND != "tensorflow", reason="tf.distribute.MirroredStrategy is the TensorFlow path"
-)
+@pytest.mark.skipif(REQUESTED_BACKEND != "tensorflow", reason="tf.distribute.MirroredStrategy is the TensorFlow path")
 def test_tensorflow_mirrored_strategy_matches_one_device():
     output = run_in_backend("tensorflow", TF_CHECK.replace("{tolerance}", repr(TOLERANCE)))
     assert output.strip().endswith("ok")

@@ -36,7 +36,12 @@ def test_embedded_splits_match_the_original_loader():
 
 @pytest.mark.parametrize(
     "name, shape, classes",
-    [("mnist", (28, 28, 1), 10), ("fashion_mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)],
+    [
+        ("mnist", (28, 28, 1), 10),
+        ("fashion_mnist", (28, 28, 1), 10),
+        ("cifar10", (32, 32, 3), 10),
+        ("cifar100", (32, 32, 3), 100),
+    ],
 )
 def test_tfds_path_with_mock_data(name, shape, classes, no_local_copies):
     import tensorflow_datasets as tfds

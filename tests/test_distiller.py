@@ -77,10 +77,10 @@ def test_alpha_zero_trains_exactly_like_plain_student_fit():
     plain.set_weights(student.get_weights())
 
     distiller = keras_kd.Distiller(teacher, student, alpha=0.0)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.1)).fit(
-        x, y, batch_size=16, epochs=2, shuffle=False, verbose=0
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1)).fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    plain.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    plain.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     plain.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     assert_same_weights(weights_of(student), weights_of(plain), rtol=1e-5, atol=1e-6)
 
@@ -127,8 +127,10 @@ def test_label_free_fit_never_reads_labels():
     twin.set_weights(student.get_weights())
 
     keras.utils.set_random_seed(1)
-    history = keras_kd.Distiller(teacher, student, alpha=1.0).compile(optimizer="adam").fit(
-        x, batch_size=16, epochs=2, shuffle=False, verbose=0
+    history = (
+        keras_kd.Distiller(teacher, student, alpha=1.0)
+        .compile(optimizer="adam")
+        .fit(x, batch_size=16, epochs=2, shuffle=False, verbose=0)
     )
     assert "student_loss" not in history.history
     assert history.history["loss"] == pytest.approx(history.history["distillation_loss"])
@@ -192,9 +194,7 @@ def test_a_callable_alpha_schedule_and_jit_compile():
     teacher, student = make_pair()
     x, y = make_data(rows=16)
     distiller = keras_kd.Distiller(teacher, student, alpha=lambda step: 1.0 - 0.25 * step)
-    history = distiller.compile(optimizer="sgd", jit_compile=True).fit(
-        x, y, batch_size=16, epochs=3, verbose=0
-    )
+    history = distiller.compile(optimizer="sgd", jit_compile=True).fit(x, y, batch_size=16, epochs=3, verbose=0)
     assert history.history["alpha"] == pytest.approx([1.0, 0.75, 0.5])
 
 
@@ -352,9 +352,7 @@ def test_label_free_fit_with_compiled_metrics_and_labelled_validation():
     x, y = make_data()
     teacher = make_mlp(16, name="teacher")
     student = make_mlp(4, name="student")
-    distiller = keras_kd.Distiller(teacher, student, alpha=1.0).compile(
-        optimizer="adam", metrics=["accuracy"]
-    )
+    distiller = keras_kd.Distiller(teacher, student, alpha=1.0).compile(optimizer="adam", metrics=["accuracy"])
     history = distiller.fit(x, validation_data=(x, y), epochs=2, batch_size=16, verbose=0)
     predictions = np.argmax(student.predict(x, verbose=0), axis=-1)
     assert history.history["val_accuracy"][-1] == pytest.approx(np.mean(predictions == y))

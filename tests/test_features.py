@@ -39,7 +39,9 @@ def test_adapters_are_created_trained_and_kept_out_of_the_student():
     teacher, student = conv_model(8, "teacher"), conv_model(4, "student")
     matches = [
         keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv2", loss="mse"),
-        keras_kd.FeatureMatch(teacher_layer=teacher.get_layer("teacher_gap"), student_layer="student_gap", loss="cosine"),
+        keras_kd.FeatureMatch(
+            teacher_layer=teacher.get_layer("teacher_gap"), student_layer="student_gap", loss="cosine"
+        ),
         keras_kd.FeatureMatch(teacher_layer="teacher_conv2", student_layer="student_conv1", loss="mse", name="resized"),
     ]
     student_parameters = student.count_params()
@@ -52,7 +54,13 @@ def test_adapters_are_created_trained_and_kept_out_of_the_student():
     before = [np.array(w) for w in dense_adapter.get_weights()]
     x, y = image_data()
     history = distiller.compile(optimizer=keras.optimizers.Adam(0.01)).fit(x, y, batch_size=16, epochs=2, verbose=0)
-    assert set(history.history) >= {"mse_student_conv2", "cosine_student_gap", "resized", "distillation_loss", "student_loss"}
+    assert set(history.history) >= {
+        "mse_student_conv2",
+        "cosine_student_gap",
+        "resized",
+        "distillation_loss",
+        "student_loss",
+    }
     assert not np.allclose(before[0], dense_adapter.get_weights()[0])
     assert student.count_params() == student_parameters
     assert all("adapter" not in layer.name for layer in student.layers)

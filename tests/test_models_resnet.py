@@ -1,11 +1,10 @@
 """ResNet builders: shapes, parameter counts, one training step, clear errors."""
 
+import keras
 import numpy as np
 import pytest
+
 from conftest import REQUESTED_BACKEND
-
-import keras
-
 from keras_kd import models
 
 

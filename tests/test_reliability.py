@@ -73,7 +73,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_good_checkpoint(tmp_path):
     ]
     distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
     good = checkpoint.read_bytes()
-    history = distiller.fit(x, y, sample_weight=poisoned_weights, batch_size=32, epochs=5, shuffle=False, verbose=0, callbacks=callbacks)
+    history = distiller.fit(
+        x, y, sample_weight=poisoned_weights, batch_size=32, epochs=5, shuffle=False, verbose=0, callbacks=callbacks
+    )
     assert distiller.stop_training
     assert len(history.history.get("loss", [])) <= 1
     assert checkpoint.read_bytes() == good

@@ -5,8 +5,8 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import REQUESTED_BACKEND, make_data, make_mlp
 
+from conftest import REQUESTED_BACKEND, make_data, make_mlp
 from keras_kd import report as kd_report
 from keras_kd.distiller import Distiller
 
@@ -39,9 +39,7 @@ def test_expected_calibration_error_matches_hand_computation():
     logits = np.array([[0.0, 0.0], [np.log(3.0), 0.0]])
     assert kd_report.expected_calibration_error(logits, np.array([0, 1])) == pytest.approx(0.625)
     # In one bin the errors average out: |0.5 - (0.5 + 0.75) / 2| = 0.125.
-    assert kd_report.expected_calibration_error(logits, np.array([0, 1]), bins=1) == pytest.approx(
-        0.125
-    )
+    assert kd_report.expected_calibration_error(logits, np.array([0, 1]), bins=1) == pytest.approx(0.125)
 
 
 def test_compare_measures_accuracy_and_fidelity(models_and_data, report):
@@ -53,9 +51,7 @@ def test_compare_measures_accuracy_and_fidelity(models_and_data, report):
     assert student["teacher_agreement"] == pytest.approx(
         100 * np.mean(student_logits.argmax(-1) == teacher_logits.argmax(-1))
     )
-    log_p, log_q = _log_softmax(teacher_logits.astype("float64")), _log_softmax(
-        student_logits.astype("float64")
-    )
+    log_p, log_q = _log_softmax(teacher_logits.astype("float64")), _log_softmax(student_logits.astype("float64"))
     expected_kl = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1))
     assert expected_kl > 0.01
     assert student["kl_to_teacher"] == pytest.approx(expected_kl, rel=1e-4)
@@ -69,12 +65,8 @@ def test_compare_records_latency_at_each_batch_size(report):
         assert [timing["batch_size"] for timing in metrics["latency"]] == [1, 8]
         for timing in metrics["latency"]:
             assert 0 < timing["p50_ms"] <= timing["p95_ms"]
-            assert timing["p50_ms_per_sample"] == pytest.approx(
-                timing["p50_ms"] / timing["batch_size"]
-            )
-            assert timing["throughput"] == pytest.approx(
-                1e3 * timing["batch_size"] / timing["p50_ms"]
-            )
+            assert timing["p50_ms_per_sample"] == pytest.approx(timing["p50_ms"] / timing["batch_size"])
+            assert timing["throughput"] == pytest.approx(1e3 * timing["batch_size"] / timing["p50_ms"])
 
 
 def test_compare_records_backend_and_device(report):
@@ -87,9 +79,7 @@ def test_compare_records_backend_and_device(report):
 def test_size_leaves_out_optimizer_state(tmp_path):
     model = make_mlp(32, batchnorm=False)
     uncompiled_size = kd_report.saved_size_mb(model)
-    model.compile(
-        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(*make_data(rows=8, num_classes=3), epochs=1, verbose=0)  # Adam gets its slots.
     model.save(tmp_path / "with_optimizer.keras")
     with_optimizer_size = (tmp_path / "with_optimizer.keras").stat().st_size / 1e6

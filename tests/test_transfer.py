@@ -5,9 +5,9 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import make_data, make_mlp
 
 import keras_kd
+from conftest import make_data, make_mlp
 from keras_kd import transfer
 
 
@@ -98,30 +98,21 @@ def test_a_transfer_set_trains_from_unlabeled_rows_through_the_teacher_only():
     keras_kd.Distiller(teacher, student, alpha=0.5).compile(optimizer="sgd").fit(
         x, all_unlabeled, epochs=1, batch_size=16, verbose=0
     )
-    assert any(
-        not np.array_equal(before, after)
-        for before, after in zip(twin.get_weights(), student.get_weights())
-    )
+    assert any(not np.array_equal(before, after) for before, after in zip(twin.get_weights(), student.get_weights()))
 
 
 def test_mix_batch_mixes_each_example_with_a_partner():
     x, _ = make_data(rows=16)
-    mixed, partner, weight = transfer.mix_batch(
-        keras.ops.convert_to_tensor(x), 0.4, keras.random.SeedGenerator(3)
-    )
+    mixed, partner, weight = transfer.mix_batch(keras.ops.convert_to_tensor(x), 0.4, keras.random.SeedGenerator(3))
     mixed, partner, weight = (keras.ops.convert_to_numpy(t) for t in (mixed, partner, weight))
     assert sorted(partner) == list(range(16))
     assert ((weight >= 0) & (weight <= 1)).all()
-    np.testing.assert_allclose(
-        mixed, weight[:, None] * x + (1 - weight[:, None]) * x[partner], rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(mixed, weight[:, None] * x + (1 - weight[:, None]) * x[partner], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("concentration", [0.3, 1.0, 4.0])
 def test_sample_gamma_has_the_gamma_mean_and_variance(concentration):
-    values = keras.ops.convert_to_numpy(
-        transfer.sample_gamma((40000,), concentration, keras.random.SeedGenerator(0))
-    )
+    values = keras.ops.convert_to_numpy(transfer.sample_gamma((40000,), concentration, keras.random.SeedGenerator(0)))
     assert (values > 0).all()
     # Mean and variance of Gamma(c, 1) are both c; 40,000 draws put the
     # sample mean within about 4 standard errors.
@@ -181,9 +172,7 @@ def test_teacher_and_student_see_the_same_transformed_batch():
 def test_evaluation_sees_the_inputs_unchanged():
     x, y = make_data(rows=32)
     distiller = _function_matching_distiller(seed=0, alpha=0.5).compile(optimizer="adam")
-    plain = keras_kd.Distiller(distiller.teacher, distiller.student, alpha=0.5).compile(
-        optimizer="adam"
-    )
+    plain = keras_kd.Distiller(distiller.teacher, distiller.student, alpha=0.5).compile(optimizer="adam")
     assert distiller.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(
         plain.evaluate(x, y, verbose=0, return_dict=True)
     )
@@ -191,9 +180,7 @@ def test_evaluation_sees_the_inputs_unchanged():
 
 def test_mixup_mixes_the_labels_with_the_same_weights():
     x, y = make_data(rows=32)
-    distiller = _function_matching_distiller(seed=0, alpha=0.0).compile(
-        optimizer="adam", metrics=["accuracy"]
-    )
+    distiller = _function_matching_distiller(seed=0, alpha=0.0).compile(optimizer="adam", metrics=["accuracy"])
     logs = distiller.fit(x, y, epochs=1, batch_size=32, verbose=0).history
     # One mixed batch whose labels are mixed too: a finite hard loss and a
     # (larger share's label) accuracy in [0, 1].

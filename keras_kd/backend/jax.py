@@ -22,20 +22,14 @@ def train_step(distiller, state, data):
     non_trainable = _current_values(scope, non_trainable_variables, non_trainable)
 
     def scaled_loss(trainable_values, non_trainable_values):
-        with _scope(
-            distiller, trainable_values, non_trainable_values, optimizer_values, metrics_values
-        ) as scope:
+        with _scope(distiller, trainable_values, non_trainable_values, optimizer_values, metrics_values) as scope:
             outputs = distiller.compute_step_loss(batch, training=True)
             loss = distiller.optimizer.scale_loss(outputs.loss)
         new_non_trainable = _current_values(scope, non_trainable_variables, non_trainable_values)
         return loss, (outputs, new_non_trainable)
 
-    (_, (outputs, non_trainable)), gradients = jax.value_and_grad(scaled_loss, has_aux=True)(
-        trainable, non_trainable
-    )
-    trainable, optimizer_values = distiller.optimizer.stateless_apply(
-        optimizer_values, gradients, trainable
-    )
+    (_, (outputs, non_trainable)), gradients = jax.value_and_grad(scaled_loss, has_aux=True)(trainable, non_trainable)
+    trainable, optimizer_values = distiller.optimizer.stateless_apply(optimizer_values, gradients, trainable)
     logs, metrics_values = _update_metrics(
         distiller, batch, outputs, trainable, non_trainable, optimizer_values, metrics_values
     )
@@ -48,9 +42,7 @@ def test_step(distiller, state, data):
         batch = distiller.prepare_batch(data, training=False)
         outputs = distiller.compute_step_loss(batch, training=False)
     non_trainable = _current_values(scope, distiller.non_trainable_variables, non_trainable)
-    logs, metrics_values = _update_metrics(
-        distiller, batch, outputs, trainable, non_trainable, (), metrics_values
-    )
+    logs, metrics_values = _update_metrics(distiller, batch, outputs, trainable, non_trainable, (), metrics_values)
     return logs, (trainable, non_trainable, metrics_values)
 
 

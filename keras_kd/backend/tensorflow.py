@@ -42,4 +42,3 @@ def checked_step_function(function, checks, training):
 def keeping_state(distiller, checks):
     # TensorFlow's trainer keeps the variables attached throughout.
     return contextlib.nullcontext()
-
