@@ -207,7 +207,9 @@ def format_table(rows):
     for row in rows:
         shape = "(" + ", ".join(str(size) for size in row["shape"]) + ")"
         if "error" in row:
-            lines.append(f"| {row['backend']} | {row['loss']} | {shape} | failed: {row['error'].splitlines()[-1:]} |||||")
+            lines.append(
+                f"| {row['backend']} | {row['loss']} | {shape} | failed: {row['error'].splitlines()[-1:]} |||||"
+            )
             continue
         xla = "" if row["xla_ratio"] is None else f"{row['xla_ratio']:.2f}"
         lines.append(
@@ -219,8 +221,9 @@ def format_table(rows):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", nargs="+", default=["torch", "jax", "tensorflow"],
-                        choices=["torch", "jax", "tensorflow"])
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch", "jax", "tensorflow"], choices=["torch", "jax", "tensorflow"]
+    )
     parser.add_argument("--vocabularies", nargs="+", type=int, default=[32768, 131072])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--time", type=int, default=256)

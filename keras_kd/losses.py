@@ -62,9 +62,7 @@ def _kl_from_log_probs(teacher_log_probs, student_log_probs, excluded=None):
     Entries where `excluded` is True contribute nothing. Rounding can leave a
     KL of -1e-8 for identical distributions; the true value is never negative.
     """
-    return _expected_log_ratio(
-        teacher_log_probs, teacher_log_probs - student_log_probs, excluded=excluded
-    )
+    return _expected_log_ratio(teacher_log_probs, teacher_log_probs - student_log_probs, excluded=excluded)
 
 
 def _expected_log_ratio(log_probs, log_ratio, excluded=None):
@@ -146,12 +144,8 @@ def _log_ratios_to_mixture(teacher_log_probs, student_log_probs, beta):
     mixture_over_teacher = ops.log1p((1.0 - beta) * ops.expm1(ops.minimum(delta, 0.0)))
     mixture_over_student = ops.log1p(beta * ops.expm1(-ops.maximum(delta, 0.0)))
     student_is_larger = delta > 0.0
-    log_mixture_over_teacher = ops.where(
-        student_is_larger, mixture_over_student + delta, mixture_over_teacher
-    )
-    log_mixture_over_student = ops.where(
-        student_is_larger, mixture_over_student, mixture_over_teacher - delta
-    )
+    log_mixture_over_teacher = ops.where(student_is_larger, mixture_over_student + delta, mixture_over_teacher)
+    log_mixture_over_student = ops.where(student_is_larger, mixture_over_student, mixture_over_teacher - delta)
     return -log_mixture_over_teacher, -log_mixture_over_student
 
 
@@ -203,9 +197,7 @@ def _smooth_l1(difference):
 def _off_diagonal_mask(batch_size):
     """Float `(batch, batch)` matrix: 1 off the diagonal, 0 on it."""
     index = ops.arange(batch_size)
-    return ops.cast(
-        ops.not_equal(ops.expand_dims(index, 1), ops.expand_dims(index, 0)), "float32"
-    )
+    return ops.cast(ops.not_equal(ops.expand_dims(index, 1), ops.expand_dims(index, 0)), "float32")
 
 
 def _check_same_feature_shape(loss_name, teacher_feature, student_feature, axes=None):
@@ -322,9 +314,7 @@ def soft_target_kl(teacher_logits, student_logits, temperature):
     assert float(soft_target_kl(teacher, teacher, 4.0)[0]) == 0.0
     ```
     """
-    return _per_position(
-        "soft_target_kl", _soft_target_kl_rows, teacher_logits, student_logits, temperature
-    )
+    return _per_position("soft_target_kl", _soft_target_kl_rows, teacher_logits, student_logits, temperature)
 
 
 def _soft_target_kl_rows(teacher_logits, student_logits, temperature):
@@ -347,22 +337,16 @@ def _target_and_non_target_log_probs(scaled_logits, is_target):
     # Relative to the row's maximum, the log-probabilities of the likely
     # classes are differences of small numbers, exact enough in float32 even
     # for logits / T of 2e5 (softmax does not depend on the shift).
-    scaled_logits = scaled_logits - ops.stop_gradient(
-        ops.max(scaled_logits, axis=-1, keepdims=True)
-    )
+    scaled_logits = scaled_logits - ops.stop_gradient(ops.max(scaled_logits, axis=-1, keepdims=True))
     log_normalizer = ops.logsumexp(scaled_logits, axis=-1, keepdims=True)
     non_target_logits = _exclude_classes(scaled_logits, is_target)
     non_target_log_normalizer = ops.logsumexp(non_target_logits, axis=-1, keepdims=True)
     target_logit = ops.sum(ops.where(is_target, scaled_logits, 0.0), axis=-1, keepdims=True)
-    binary = ops.concatenate(
-        [target_logit - log_normalizer, non_target_log_normalizer - log_normalizer], axis=-1
-    )
+    binary = ops.concatenate([target_logit - log_normalizer, non_target_log_normalizer - log_normalizer], axis=-1)
     return binary, ops.log_softmax(non_target_logits, axis=-1)
 
 
-def decoupled_kd(
-    teacher_logits, student_logits, temperature, alpha=1.0, beta=8.0, target_classes=None
-):
+def decoupled_kd(teacher_logits, student_logits, temperature, alpha=1.0, beta=8.0, target_classes=None):
     """Decoupled knowledge distillation, per example.
 
     Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation", CVPR
@@ -431,12 +415,8 @@ def decoupled_kd(
         if len(target_classes.shape) == len(teacher_logits.shape):
             target_classes = ops.squeeze(target_classes, axis=-1)
     is_target = ops.cast(ops.one_hot(ops.cast(target_classes, "int32"), num_classes), "bool")
-    teacher_binary, teacher_non_target = _target_and_non_target_log_probs(
-        teacher_logits / temperature, is_target
-    )
-    student_binary, student_non_target = _target_and_non_target_log_probs(
-        student_logits / temperature, is_target
-    )
+    teacher_binary, teacher_non_target = _target_and_non_target_log_probs(teacher_logits / temperature, is_target)
+    student_binary, student_non_target = _target_and_non_target_log_probs(student_logits / temperature, is_target)
     target_kl = _kl_from_log_probs(teacher_binary, student_binary)
     non_target_kl = _kl_from_log_probs(teacher_non_target, student_non_target, excluded=is_target)
     return (alpha * target_kl + beta * non_target_kl) * ops.square(temperature)
@@ -485,9 +465,7 @@ def reverse_kl(teacher_logits, student_logits, temperature):
     np.testing.assert_allclose(values, losses.soft_target_kl(student, teacher, 2.0))
     ```
     """
-    return _per_position(
-        "reverse_kl", _reverse_kl_rows, teacher_logits, student_logits, temperature
-    )
+    return _per_position("reverse_kl", _reverse_kl_rows, teacher_logits, student_logits, temperature)
 
 
 def _reverse_kl_rows(teacher_logits, student_logits, temperature):
@@ -580,9 +558,7 @@ def _generalized_jsd_rows(teacher_logits, student_logits, temperature, beta):
         return _reverse_kl_rows(teacher_logits, student_logits, temperature)
     teacher_log_probs = ops.log_softmax(teacher_logits / temperature, axis=-1)
     student_log_probs = ops.log_softmax(student_logits / temperature, axis=-1)
-    teacher_over_mixture, student_over_mixture = _log_ratios_to_mixture(
-        teacher_log_probs, student_log_probs, beta
-    )
+    teacher_over_mixture, student_over_mixture = _log_ratios_to_mixture(teacher_log_probs, student_log_probs, beta)
     divergence = beta * _expected_log_ratio(teacher_log_probs, teacher_over_mixture) + (
         1.0 - beta
     ) * _expected_log_ratio(student_log_probs, student_over_mixture)
@@ -628,9 +604,7 @@ def total_variation(teacher_logits, student_logits, temperature):
     np.testing.assert_allclose(losses.total_variation(teacher, student, 1.0), [1.0, 0.0], atol=1e-6)
     ```
     """
-    return _per_position(
-        "total_variation", _total_variation_rows, teacher_logits, student_logits, temperature
-    )
+    return _per_position("total_variation", _total_variation_rows, teacher_logits, student_logits, temperature)
 
 
 def _total_variation_rows(teacher_logits, student_logits, temperature):
@@ -666,24 +640,16 @@ def label_cross_entropy(labels, logits):
     """
     logits = ops.cast(logits, "float32")
     if is_one_hot(labels, logits):
-        return keras.losses.categorical_crossentropy(
-            ops.cast(labels, "float32"), logits, from_logits=True
-        )
+        return keras.losses.categorical_crossentropy(ops.cast(labels, "float32"), logits, from_logits=True)
     validation.check_sparse_labels(labels, logits)
     labels = ops.reshape(labels, (-1,))
-    return keras.losses.sparse_categorical_crossentropy(
-        labels, logits, from_logits=True
-    )
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
 
 def is_one_hot(labels, logits):
     """Whether `labels` are one-hot rows for `logits` (from static shapes)."""
     num_classes = logits.shape[-1]
-    return (
-        len(labels.shape) == len(logits.shape)
-        and num_classes != 1
-        and labels.shape[-1] == num_classes
-    )
+    return len(labels.shape) == len(logits.shape) and num_classes != 1 and labels.shape[-1] == num_classes
 
 
 def weighted_mean(values, sample_weight=None):
@@ -821,9 +787,7 @@ def attention_transfer(teacher_feature, student_feature, p=2.0):
     ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
-    _check_same_feature_shape(
-        "attention_transfer", teacher_feature, student_feature, axes=slice(1, -1)
-    )
+    _check_same_feature_shape("attention_transfer", teacher_feature, student_feature, axes=slice(1, -1))
     teacher_map = attention_map(teacher_feature, p)
     student_map = attention_map(student_feature, p)
     return ops.mean(ops.square(student_map - teacher_map), axis=-1)
@@ -862,8 +826,7 @@ def cosine_feature_loss(teacher_feature, student_feature):
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
     _check_same_feature_shape("cosine_feature_loss", teacher_feature, student_feature)
     similarity = ops.sum(
-        _l2_normalize(_flatten_per_example(teacher_feature))
-        * _l2_normalize(_flatten_per_example(student_feature)),
+        _l2_normalize(_flatten_per_example(teacher_feature)) * _l2_normalize(_flatten_per_example(student_feature)),
         axis=-1,
     )
     return 1.0 - similarity
@@ -934,9 +897,9 @@ def rkd_distance(teacher_feature, student_feature):
     ```
     """
     teacher_feature, student_feature = _as_float32(teacher_feature, student_feature)
-    difference = _normalized_pairwise_distances(
-        _flatten_per_example(student_feature)
-    ) - _normalized_pairwise_distances(_flatten_per_example(teacher_feature))
+    difference = _normalized_pairwise_distances(_flatten_per_example(student_feature)) - _normalized_pairwise_distances(
+        _flatten_per_example(teacher_feature)
+    )
     return ops.mean(_smooth_l1(difference), axis=-1)
 
 
@@ -1094,14 +1057,11 @@ class DistillationLoss(_ConfiguredLoss):
             teacher_logits = standardize_logits(teacher_logits)
             student_logits = standardize_logits(student_logits)
         temperature = validation.check_loss_temperature(temperature)
-        return self.call(
-            teacher_logits, student_logits, ops.cast(temperature, "float32"), step=step
-        )
+        return self.call(teacher_logits, student_logits, ops.cast(temperature, "float32"), step=step)
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
         raise NotImplementedError(
-            f"{type(self).__name__} must implement "
-            "call(teacher_logits, student_logits, temperature, step=None)."
+            f"{type(self).__name__} must implement call(teacher_logits, student_logits, temperature, step=None)."
         )
 
     def get_config(self):
@@ -1177,15 +1137,8 @@ class DecoupledKD(DistillationLoss):
         super().__init__(standardize=standardize, name=name)
         self.alpha = _check_non_negative("alpha", alpha)
         self.beta = _check_non_negative("beta", beta)
-        if (
-            isinstance(warmup_steps, bool)
-            or not isinstance(warmup_steps, numbers.Integral)
-            or warmup_steps < 0
-        ):
-            raise ValueError(
-                f"`warmup_steps` must be an integer >= 0 (0 turns the warm-up "
-                f"off); got {warmup_steps!r}."
-            )
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` must be an integer >= 0 (0 turns the warm-up off); got {warmup_steps!r}.")
         self.warmup_steps = int(warmup_steps)
 
     def warmup_weight(self, step):
@@ -1195,9 +1148,7 @@ class DecoupledKD(DistillationLoss):
         return ops.minimum(ops.cast(step, "float32") / float(self.warmup_steps), 1.0)
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
-        loss = decoupled_kd(
-            teacher_logits, student_logits, temperature, alpha=self.alpha, beta=self.beta
-        )
+        loss = decoupled_kd(teacher_logits, student_logits, temperature, alpha=self.alpha, beta=self.beta)
         return loss * self.warmup_weight(step)
 
     def get_config(self):
@@ -1328,9 +1279,7 @@ class FeatureLoss(_ConfiguredLoss):
         return self.call(*_as_float32(teacher_feature, student_feature))
 
     def call(self, teacher_feature, student_feature):
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement call(teacher_feature, student_feature)."
-        )
+        raise NotImplementedError(f"{type(self).__name__} must implement call(teacher_feature, student_feature).")
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -1388,9 +1337,7 @@ class AttentionTransfer(FeatureLoss):
         super().__init__(name)
         self.p = validation.check_real_number("p", p, schedulable=False)
         if self.p < 1:
-            raise ValueError(
-                f"`p` of AttentionTransfer must be >= 1 (the paper uses 2); got {p!r}."
-            )
+            raise ValueError(f"`p` of AttentionTransfer must be >= 1 (the paper uses 2); got {p!r}.")
 
     def call(self, teacher_feature, student_feature):
         return attention_transfer(teacher_feature, student_feature, p=self.p)
@@ -1503,12 +1450,8 @@ class ProbabilisticKT(FeatureLoss):
 
 
 _HARD_LOSS_STRINGS = {
-    "sparse_categorical_crossentropy": lambda: (
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    ),
-    "categorical_crossentropy": lambda: (
-        keras.losses.CategoricalCrossentropy(from_logits=True)
-    ),
+    "sparse_categorical_crossentropy": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    "categorical_crossentropy": lambda: keras.losses.CategoricalCrossentropy(from_logits=True),
 }
 
 
@@ -1537,9 +1480,7 @@ def resolve_hard_loss(loss):
             )
         loss = _HARD_LOSS_STRINGS[loss]()
     if isinstance(loss, keras.losses.Loss):
-        if getattr(loss, "from_logits", True) is False or (
-            getattr(loss, "_fn_kwargs", {}).get("from_logits") is False
-        ):
+        if getattr(loss, "from_logits", True) is False or (getattr(loss, "_fn_kwargs", {}).get("from_logits") is False):
             raise ValueError(
                 f"The hard-label loss {loss.name!r} has from_logits=False, but "
                 "the student outputs logits in a Distiller. Pass "

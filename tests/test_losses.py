@@ -118,12 +118,8 @@ def random_logits(shape, seed, scale=3.0):
 
 
 # Logits of +-1e4: saturated softmaxes, ties, and a row of equal logits.
-EXTREME_TEACHER = np.array(
-    [[1e4, -1e4, 0.0, 5.0], [-1e4, -1e4, 1e4, 1e4], [3.0, 3.0, 3.0, 3.0]], "float32"
-)
-EXTREME_STUDENT = np.array(
-    [[-1e4, 1e4, 0.0, -5.0], [1e4, -1e4, -1e4, 0.0], [1e4, -1e4, 2.0, 3.0]], "float32"
-)
+EXTREME_TEACHER = np.array([[1e4, -1e4, 0.0, 5.0], [-1e4, -1e4, 1e4, 1e4], [3.0, 3.0, 3.0, 3.0]], "float32")
+EXTREME_STUDENT = np.array([[-1e4, 1e4, 0.0, -5.0], [1e4, -1e4, -1e4, 0.0], [1e4, -1e4, 2.0, 3.0]], "float32")
 
 # --------------------------------------------------------------------------
 # NumPy float64 references
@@ -327,8 +323,7 @@ FEATURE_CASES = {
         losses.RelationalKD(distance_weight=2.0, angle_weight=3.0),
         (5, 2, 2, 3),
         (5, 4),
-        lambda t, s: 2.0 * numpy_rkd_distance_matrix(t, s).mean(1)
-        + 3.0 * numpy_rkd_angle_tensor(t, s).mean((1, 2)),
+        lambda t, s: 2.0 * numpy_rkd_distance_matrix(t, s).mean(1) + 3.0 * numpy_rkd_angle_tensor(t, s).mean((1, 2)),
     ),
     "pkt": (
         losses.ProbabilisticKT(),
@@ -379,12 +374,8 @@ def test_soft_target_kl_matches_an_independent_value():
     # scipy.special.rel_entr(softmax(t / 2), softmax(s / 2)).sum() * 2 ** 2
     teacher = np.array([[1.0, 2.0, 3.0]], "float32")
     student = np.array([[3.0, 2.0, 1.0]], "float32")
-    assert as_numpy(losses.soft_target_kl(teacher, student, 2.0))[0] == pytest.approx(
-        1.2806266713192258, rel=1e-5
-    )
-    assert as_numpy(losses.soft_target_kl(teacher, student, 1.0))[0] == pytest.approx(
-        1.1504207652088825, rel=1e-5
-    )
+    assert as_numpy(losses.soft_target_kl(teacher, student, 2.0))[0] == pytest.approx(1.2806266713192258, rel=1e-5)
+    assert as_numpy(losses.soft_target_kl(teacher, student, 1.0))[0] == pytest.approx(1.1504207652088825, rel=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0, 20.0])
@@ -394,9 +385,7 @@ def test_soft_target_kl_matches_numpy_per_example_with_t_squared(temperature):
     student = rng.normal(scale=3, size=(16, 10)).astype("float32")
     values = as_numpy(losses.soft_target_kl(teacher, student, temperature))
     assert values.shape == (16,)
-    np.testing.assert_allclose(
-        values, numpy_soft_target_kl(teacher, student, temperature), rtol=1e-4, atol=1e-6
-    )
+    np.testing.assert_allclose(values, numpy_soft_target_kl(teacher, student, temperature), rtol=1e-4, atol=1e-6)
 
 
 def test_soft_target_kl_t_squared_factor():
@@ -415,9 +404,7 @@ def test_soft_target_kl_is_finite_for_extreme_logits(temperature):
     values = as_numpy(losses.soft_target_kl(teacher, student, temperature))
     assert np.all(np.isfinite(values))
     assert np.all(values > 0)
-    np.testing.assert_allclose(
-        values, numpy_soft_target_kl(teacher, student, temperature), rtol=1e-4
-    )
+    np.testing.assert_allclose(values, numpy_soft_target_kl(teacher, student, temperature), rtol=1e-4)
 
 
 def test_soft_target_kl_is_zero_for_identical_logits_and_float32_for_float16():
@@ -453,9 +440,7 @@ def test_weighted_mean_follows_keras_sum_over_batch_size():
     weights = np.array([1.0, 0.0, 2.0, 0.5], "float32")
     assert float(losses.weighted_mean(values)) == pytest.approx(2.5)
     assert float(losses.weighted_mean(values, weights)) == pytest.approx((1 + 6 + 2) / 4)
-    keras_value = keras.losses.MeanSquaredError()(
-        np.zeros((4, 1)), np.sqrt(values)[:, None], sample_weight=weights
-    )
+    keras_value = keras.losses.MeanSquaredError()(np.zeros((4, 1)), np.sqrt(values)[:, None], sample_weight=weights)
     assert float(losses.weighted_mean(values, weights)) == pytest.approx(float(keras_value), rel=1e-6)
 
 
@@ -743,12 +728,15 @@ def test_total_variation_is_a_bounded_symmetric_distance_without_t_squared():
         np.testing.assert_allclose(disjoint, [1.0], atol=1e-6)
 
 
-@pytest.mark.parametrize("beta, error, message", [
-    (-0.1, ValueError, r"`beta` of the generalized Jensen-Shannon divergence must be in \[0, 1\].*got -0.1"),
-    (1.5, ValueError, r"must be in \[0, 1\] \(0: forward KL, 1: reverse KL, 0.5: the symmetric JSD\); got 1.5"),
-    (float("nan"), ValueError, r"`beta` must be finite; got nan"),
-    ("0.5", TypeError, r"`beta` must be a real number; got '0.5' of type str"),
-])
+@pytest.mark.parametrize(
+    "beta, error, message",
+    [
+        (-0.1, ValueError, r"`beta` of the generalized Jensen-Shannon divergence must be in \[0, 1\].*got -0.1"),
+        (1.5, ValueError, r"must be in \[0, 1\] \(0: forward KL, 1: reverse KL, 0.5: the symmetric JSD\); got 1.5"),
+        (float("nan"), ValueError, r"`beta` must be finite; got nan"),
+        ("0.5", TypeError, r"`beta` must be a real number; got '0.5' of type str"),
+    ],
+)
 def test_generalized_jsd_rejects_a_beta_outside_zero_one(beta, error, message):
     with pytest.raises(error, match=message):
         losses.GeneralizedJSD(beta=beta)
@@ -768,7 +756,9 @@ def test_divergences_take_logits_of_any_rank_per_position(name):
 
 @pytest.mark.parametrize("loss", [losses.reverse_kl, losses.generalized_jsd, losses.total_variation])
 def test_divergences_reject_logits_of_different_shapes(loss):
-    with pytest.raises(ValueError, match=r"needs teacher and student logits of the same shape.*\(2, 3, 5\).*\(2, 3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"needs teacher and student logits of the same shape.*\(2, 3, 5\).*\(2, 3, 4\)"
+    ):
         loss(np.zeros((2, 3, 5)), np.zeros((2, 3, 4)), 1.0)
 
 
@@ -778,9 +768,7 @@ LARGE_LOGITS_SHAPE = (2, 4, 2**19 + 3)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", ["soft_target_kl", "reverse_kl", "generalized_jsd_0.5", "total_variation"]
-)
+@pytest.mark.parametrize("name", ["soft_target_kl", "reverse_kl", "generalized_jsd_0.5", "total_variation"])
 def test_large_vocabularies_give_the_values_and_gradients_of_each_position_alone(name):
     loss = losses.soft_target_kl if name == "soft_target_kl" else DIVERGENCES[name][0]
     rng = np.random.default_rng(64)
@@ -821,9 +809,7 @@ def test_a_distiller_with_generalized_jsd_saves_and_loads(tmp_path):
 def test_logit_losses_are_finite_with_finite_gradients_for_extreme_logits(loss_name, temperature):
     loss = LOGIT_LOSSES[loss_name]
     step = ops.convert_to_tensor(5.0)
-    values, gradient = values_and_student_gradient(
-        loss, EXTREME_TEACHER, EXTREME_STUDENT, temperature, step
-    )
+    values, gradient = values_and_student_gradient(loss, EXTREME_TEACHER, EXTREME_STUDENT, temperature, step)
     assert values.shape == (3,)
     assert np.all(np.isfinite(values)) and np.all(values >= 0)
     assert np.all(np.isfinite(gradient))
@@ -893,9 +879,7 @@ def logit_problems(draw):
     # Two shapes (each new shape is a new compile): the smallest problem, and
     # the extreme-logit tests' shape.
     batch, classes = draw(st.sampled_from([(1, 2), EXTREME_TEACHER.shape]))
-    matrix = st.lists(
-        st.lists(_logit_values, min_size=classes, max_size=classes), min_size=batch, max_size=batch
-    )
+    matrix = st.lists(st.lists(_logit_values, min_size=classes, max_size=classes), min_size=batch, max_size=batch)
     teacher = np.array(draw(matrix), "float32")
     student = np.array(draw(matrix), "float32")
     temperature = draw(st.floats(0.05, 100.0))
@@ -958,9 +942,7 @@ def test_feature_losses_match_numpy(case):
 )
 def test_batch_level_losses_average_to_the_authors_batch_values(case, loss, authors_batch_value):
     teacher, student = feature_pair(case, seed=41)
-    assert compute(loss, teacher, student).mean() == pytest.approx(
-        authors_batch_value(teacher, student), rel=1e-4
-    )
+    assert compute(loss, teacher, student).mean() == pytest.approx(authors_batch_value(teacher, student), rel=1e-4)
 
 
 def test_attention_transfer_compares_maps_not_magnitudes_or_channel_counts():
