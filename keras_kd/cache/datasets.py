@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from keras_kd.cache import fingerprints
-from keras_kd.cache.batches import FEATURES_KEY, INPUTS_KEY, LOGITS_KEY
+from keras_kd.cache.batches import INPUTS_KEY
 from keras_kd.cache.errors import CacheMismatchError
 from keras_kd.cache.sources import ArraySource
 
@@ -54,10 +54,8 @@ class CachedData(keras.utils.PyDataset):
         return self._outputs_beside(x, lambda array: np.asarray(array[rows]))
 
     def _outputs_beside(self, x, take):
-        cached = {INPUTS_KEY: x, LOGITS_KEY: take(self.cache.teacher_logits)}
-        if self.feature_layers:
-            cached[FEATURES_KEY] = {layer: take(self.cache.teacher_features(layer)) for layer in self.feature_layers}
-        return cached
+        # Dense logits or a top-k cache's arrays, and the features.
+        return {INPUTS_KEY: x, **keras.tree.map_structure(take, self.cache.output_arrays(self.feature_layers))}
 
 
 class CachedRows(CachedData):
@@ -84,9 +82,7 @@ class CachedRows(CachedData):
         if any(isinstance(leaf, np.memmap) for source in sources for leaf in source.leaves):
             return None
         if self._arrays is None:
-            outputs = [self.cache.teacher_logits] + [
-                self.cache.teacher_features(layer) for layer in self.feature_layers
-            ]
+            outputs = keras.tree.flatten(self.cache.output_arrays(self.feature_layers))
             if any(isinstance(output, np.memmap) for output in outputs) and sum(
                 output.nbytes for output in outputs
             ) > sum(leaf.nbytes for leaf in self._x.leaves):

@@ -8,7 +8,8 @@ import numpy as np
 
 from keras_kd import atomic, validation
 from keras_kd import features as kd_features
-from keras_kd.cache import datasets, files, fingerprints, sources
+from keras_kd.cache import datasets, files, fingerprints, sources, topk
+from keras_kd.cache.batches import FEATURES_KEY, LOGITS_KEY
 from keras_kd.cache.errors import CacheMismatchError
 
 
@@ -26,6 +27,9 @@ class TeacherCache:
         feature_layers: Names of the teacher layers whose outputs are cached.
         teacher_fingerprint: Hash of the teacher's weights.
         data_fingerprint: Hash of the data's shape, dtype and sampled rows.
+        top_k: Classes kept per position in a top-k cache, or None (dense).
+        num_classes: The teacher's number of classes.
+        nbytes: Bytes of the stored outputs (logits or top-k arrays, and features).
         path: The cache directory, or None for an in-memory cache.
 
     Example:
@@ -58,7 +62,7 @@ class TeacherCache:
     # ------------------------------------------------------------ creation
 
     @classmethod
-    def build(cls, teacher, x, *, feature_layers=(), batch_size=256, path=None, overwrite=False):
+    def build(cls, teacher, x, *, feature_layers=(), batch_size=256, path=None, overwrite=False, top_k=None):
         """Runs `teacher` once over `x` and keeps its outputs.
 
         Args:
@@ -75,6 +79,13 @@ class TeacherCache:
             path: Directory to store the cache in as memory-mapped `.npy`
                 files plus `metadata.json`; `None` keeps it in memory.
             overwrite: Whether to replace an existing cache at `path`.
+            top_k: None stores the dense logits. An int `k` stores, per
+                position, the `k` largest logits, their class ids and one
+                tail logit for the rest of the mass (`keras_kd.cache.topk`);
+                each batch is rebuilt into dense logits in the step, so every
+                distillation loss works unchanged. Exact at temperature 1
+                (top-k probabilities and the rest mass); at other
+                temperatures the tail's unknown shape makes it approximate.
 
         Returns:
             A `TeacherCache`.
@@ -85,8 +96,11 @@ class TeacherCache:
             ValueError: for a dataset whose batches change between two reads
                 (random augmentation or shuffling), arrays of different
                 lengths, empty data, a bad `batch_size`, or a layer name the
-                teacher lacks.
+                teacher lacks, or `top_k` that is not an integer in 1..C-1 for a
+                teacher with C classes.
             FileExistsError: if `path` exists and `overwrite` is False.
+
+        A failed build leaves any cache already at `path` as it was.
         """
         if not isinstance(teacher, keras.Model):
             raise TypeError(f"`teacher` must be a keras.Model; got {teacher!r} of type {type(teacher).__name__}.")
@@ -94,8 +108,11 @@ class TeacherCache:
         if len(set(feature_layers)) != len(feature_layers):
             raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
         batch_size = validation.check_positive_int("batch_size", batch_size)
+        top_k = topk.check_top_k(top_k)
         source = sources.make_source(x)
         view = kd_features.multi_output_view(teacher, "teacher", feature_layers)
+        if top_k is not None:
+            view = topk.TopKView(view, top_k)
         if path is not None:
             path = os.path.abspath(os.fspath(path))
             files.check_writable(path, overwrite)
@@ -104,6 +121,7 @@ class TeacherCache:
             "version": files.FORMAT_VERSION,
             "teacher": {"name": teacher.name, "fingerprint": fingerprints.teacher_fingerprint(teacher)},
             "feature_layers": feature_layers,
+            "top_k": top_k,
             "data": None,
             "arrays": {},
         }
@@ -128,7 +146,7 @@ class TeacherCache:
         Args:
             distiller: A `keras_kd.Distiller`.
             x: As for `build`.
-            **kwargs: `batch_size`, `path`, `overwrite`, as for `build`.
+            **kwargs: `batch_size`, `path`, `overwrite`, `top_k`, as for `build`.
 
         Raises:
             ValueError: if the Distiller transforms its inputs inside the
@@ -178,9 +196,60 @@ class TeacherCache:
         return self._metadata["data"]["digest"]
 
     @property
+    def top_k(self):
+        return self._metadata.get("top_k")  # Absent in caches written before top-k caches.
+
+    @property
+    def num_classes(self):
+        if self.top_k is None:
+            return self.teacher_logits.shape[-1]
+        return self._metadata["num_classes"]
+
+    @property
+    def nbytes(self):
+        return sum(int(array.nbytes) for array in self._arrays.values())
+
+    @property
     def teacher_logits(self):
-        """The cached logits, shape `(num_rows, ...)` (memory-mapped on disk)."""
+        """The cached logits, shape `(num_rows, ..., classes)` (memory-mapped on disk).
+
+        Raises:
+            ValueError: for a top-k cache, which holds no dense logits (see
+                `teacher_top_k`).
+        """
+        if self.top_k is not None:
+            raise ValueError(
+                f"This is a top-{self.top_k} cache: it holds no dense logits. Read its arrays "
+                "with cache.teacher_top_k, or rebuild dense logits with "
+                "keras_kd.cache.topk.dense_logits(*cache.teacher_top_k, cache.num_classes)."
+            )
         return self._arrays[files.LOGITS]
+
+    @property
+    def teacher_top_k(self):
+        """`(top_k_logits, top_k_class_ids, tail_logit)` of a top-k cache (see `keras_kd.cache.topk`).
+
+        Shapes `(num_rows, ..., top_k)`, `(num_rows, ..., top_k)` and
+        `(num_rows, ...)`; None for a dense cache.
+        """
+        if self.top_k is None:
+            return None
+        return tuple(self._arrays[name] for name in topk.ARRAY_NAMES)
+
+    def output_arrays(self, feature_layers=()):
+        """The stored outputs as a cached batch lays them out, for all rows.
+
+        `{LOGITS_KEY: logits}` for a dense cache, `{topk.batch_key(C): {name:
+        array}}` for a top-k one, plus `{FEATURES_KEY: {layer: features}}` for
+        `feature_layers`. `cache.dataset` takes rows of these.
+        """
+        if self.top_k is None:
+            arrays = {LOGITS_KEY: self.teacher_logits}
+        else:
+            arrays = {topk.batch_key(self.num_classes): dict(zip(topk.ARRAY_NAMES, self.teacher_top_k))}
+        if feature_layers:
+            arrays[FEATURES_KEY] = {layer: self.teacher_features(layer) for layer in feature_layers}
+        return arrays
 
     def teacher_features(self, layer):
         """The cached outputs of the teacher layer named `layer`."""
@@ -190,8 +259,9 @@ class TeacherCache:
 
     def __repr__(self):
         where = "in memory" if self.path is None else f"at {self.path!r}"
+        stored = "dense logits" if self.top_k is None else f"top-{self.top_k} of {self.num_classes} classes"
         return (
-            f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, "
+            f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, {stored}, "
             f"features={self.feature_layers}, {where})"
         )
 
@@ -342,7 +412,9 @@ def _run_teacher(view, source, feature_layers, directory, metadata, batch_size):
     """Streams `source` through `view`, filling arrays and `metadata`."""
     num_rows = source.num_rows
     wanted_rows = fingerprints.sample_rows(num_rows)
-    names = [files.LOGITS] + [files.feature_key(layer) for layer in feature_layers]
+    top_k = metadata["top_k"]
+    logit_names = [files.LOGITS] if top_k is None else list(topk.ARRAY_NAMES)
+    names = logit_names + [files.feature_key(layer) for layer in feature_layers]
     arrays, hashes, first_row_hashes, leaf_specs, start = None, [], [], None, 0
     predict = _batch_predictor(view)
     for batch in source.batches(batch_size):
@@ -358,8 +430,12 @@ def _run_teacher(view, source, feature_layers, directory, metadata, batch_size):
         outputs = predict(batch, rows)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         if arrays is None:
+            dtypes = {name: output.dtype for name, output in zip(names, outputs)}
+            if top_k is not None:
+                metadata["num_classes"] = view.num_classes
+                dtypes[topk.TOP_K_CLASS_IDS] = topk.class_id_dtype(view.num_classes)
             arrays = {
-                name: files.allocate(directory, name, (num_rows,) + output.shape[1:], output.dtype, metadata)
+                name: files.allocate(directory, name, (num_rows,) + output.shape[1:], dtypes[name], metadata)
                 for name, output in zip(names, outputs)
             }
         for name, output in zip(names, outputs):

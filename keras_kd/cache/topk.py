@@ -1,0 +1,240 @@
+"""Top-k teacher caches: per position, the k largest logits, their class ids and one tail logit.
+
+A dense cache stores `num_classes` float32 logits per position: 128 KB per
+token for a 32,000-token vocabulary. A top-k cache (`TeacherCache.build(...,
+top_k=k)`) stores, per position, the `k` largest teacher logits, their class
+ids (int16 up to 32,768 classes, uint16 up to 65,536, else int32) and one
+float32 *tail logit*: the log-mean-exp of the `num_classes - k` other logits,
+
+    tail_logit = logsumexp(z_j for j not in top-k) - log(num_classes - k).
+
+Each batch is turned back into dense logits on the device, in the step
+(`dense_logits`): the `k` stored logits at their class ids, and `tail_logit`
+for every other class. So every distillation loss (`SoftTargetKL`,
+`DecoupledKD`, `ReverseKL`, `GeneralizedJSD`, `TotalVariation`, with or
+without `standardize`) runs unchanged on them.
+
+What is exact: at temperature 1 the rebuilt distribution gives back the
+teacher's top-k probabilities exactly (to float32 rounding) and the remaining
+mass `1 - sum(top-k probabilities)` exactly, spread uniformly over the
+other classes; the normalizer (logsumexp over all classes) is the teacher's.
+What is approximate: the shape of the tail, which is unknown. At a
+temperature T != 1 the tail's tempered mass depends on that shape: the
+uniform tail gives `(num_classes - k) * exp(tail_logit / T)` where the teacher
+has `sum_j exp(z_j / T)`; by the power-mean inequality it over-estimates the
+tail's mass for T > 1 and under-estimates it for T < 1. The top-k classes'
+probabilities relative to each other stay exact at any T. A loss that is not
+invariant to the logits' shape in the tail (logit standardization, which
+z-scores all logits) sees a uniform tail too.
+
+Why store a tail logit rather than the teacher's normalizer: the two hold the
+same information (`normalizer = logaddexp(logsumexp(top-k), tail_logit +
+log(num_classes - k))`), but rebuilding the tail from the normalizer means
+computing `1 - sum(top-k probabilities)`, which cancels catastrophically in
+float32 when the top-k hold nearly all the mass (a confident teacher: a rest
+mass below about 6e-8 rounds to 0, and its log to -inf). The tail logit is
+computed at build time with the top-k entries masked out of the logsumexp, so
+a rest mass of 1e-30 is kept as exactly as one of 0.5.
+
+The alternative DistillKit uses by default (arcee-ai/DistillKit,
+`MissingProbabilityHandling.ZERO`) renormalizes the teacher over its top-k
+only: the teacher's probability is 0 outside the top-k, and the KL divergence
+runs over the k stored classes. That pushes all of the student's mass into
+the teacher's top-k and discards the rest mass; with the uniform tail the
+student also learns how much mass the teacher leaves outside them (its
+confidence), at the cost of being pulled towards a flat tail.
+`bench/topk_cache.py` compares both with a dense cache.
+"""
+
+import math
+import numbers
+import re
+
+import keras
+import numpy as np
+from keras import ops
+
+# The batch key of a top-k cache's outputs carries the number of classes:
+# the dense logits are rebuilt from it in the step, where only the batch is
+# seen, and a dict key passes unchanged through every Keras data adapter
+# (an array would be batched, a Python int refused).
+_KEY_PATTERN = re.compile(r"^keras_kd_teacher_top_k_of_(\d+)_classes$")
+
+# The arrays of a top-k cache, as named in its files and in its batches.
+TOP_K_LOGITS = "top_k_logits"
+TOP_K_CLASS_IDS = "top_k_class_ids"
+TAIL_LOGIT = "tail_logit"
+ARRAY_NAMES = (TOP_K_LOGITS, TOP_K_CLASS_IDS, TAIL_LOGIT)
+
+
+def batch_key(num_classes):
+    """The key under which a batch carries the top-k outputs of a teacher with `num_classes` classes."""
+    return f"keras_kd_teacher_top_k_of_{int(num_classes)}_classes"
+
+
+def find_batch_key(cached_outputs):
+    """`(key, num_classes)` of the top-k outputs in a batch dict, or `(None, None)`."""
+    for key in cached_outputs:
+        match = _KEY_PATTERN.match(key) if isinstance(key, str) else None
+        if match:
+            return key, int(match.group(1))
+    return None, None
+
+
+def check_top_k(top_k):
+    """Returns `top_k` as an int (or None for a dense cache), refusing non-integers and values < 1."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise ValueError(
+            f"`top_k` must be an integer in 1..C-1, where C is the number of classes the "
+            f"teacher outputs (or None for a dense cache); got {top_k!r}."
+        )
+    return int(top_k)
+
+
+def check_top_k_classes(top_k, num_classes):
+    """Raises unless `top_k` keeps fewer classes than the teacher's `num_classes`."""
+    if num_classes is None:
+        raise ValueError(
+            "A top-k cache needs the teacher's number of classes, the last axis of its "
+            "logits, to be known when it is built; it is not (None)."
+        )
+    if not 1 <= top_k <= num_classes - 1:
+        raise ValueError(
+            f"`top_k` must be in 1..{num_classes - 1} for a teacher with {num_classes} "
+            f"classes; got top_k={top_k}. To keep every class, build a dense cache (top_k=None)."
+        )
+
+
+def class_id_dtype(num_classes):
+    """The smallest integer dtype that holds the class ids 0..num_classes-1."""
+    if num_classes <= 2**15:
+        return "int16"
+    if num_classes <= 2**16:
+        return "uint16"
+    return "int32"
+
+
+def compress(logits, top_k):
+    """`(top_k_logits, top_k_class_ids, tail_logit)` of `(..., classes)` logits.
+
+    Args:
+        logits: Tensor of shape `(..., num_classes)`.
+        top_k: Number of classes to keep per position, `1 <= top_k < num_classes`.
+
+    Returns:
+        The `top_k` largest logits per position, in descending order, in the
+        logits' dtype, shape `(..., top_k)`; their class ids, int32, same
+        shape; and the tail logit, float32, shape `(...)`.
+    """
+    num_classes = logits.shape[-1]
+    check_top_k_classes(top_k, num_classes)
+    values, class_ids = ops.top_k(logits, top_k, sorted=True)
+    # The top-k masked out exactly (by id, not by value: ties stay apart),
+    # so that the tail's logsumexp keeps a rest mass of any size.
+    without_top_k = _put(ops.cast(logits, "float32"), class_ids, float("-inf"))
+    tail_logit = ops.logsumexp(without_top_k, axis=-1) - math.log(num_classes - top_k)
+    return values, ops.cast(class_ids, "int32"), tail_logit
+
+
+def dense_logits(top_k_logits, top_k_class_ids, tail_logit, num_classes):
+    """Dense float32 logits `(..., num_classes)` rebuilt from a top-k cache's arrays.
+
+    The `top_k` stored logits at their class ids, `tail_logit` everywhere else:
+    softmax of the result gives back the teacher's top-k probabilities and
+    spreads the rest of the mass uniformly over the other classes.
+
+    Args:
+        top_k_logits: Tensor `(..., top_k)`.
+        top_k_class_ids: Integer tensor `(..., top_k)`, distinct ids per position.
+        tail_logit: Tensor `(...)`.
+        num_classes: The teacher's number of classes (a Python int).
+
+    Returns:
+        Float32 tensor of shape `(..., num_classes)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras import ops
+    from keras_kd.cache import topk
+
+    logits = np.array([[3.0, 1.0, 0.5, -1.0, 2.0]], "float32")
+    values, ids, tail = topk.compress(logits, 2)
+    rebuilt = ops.convert_to_numpy(topk.dense_logits(values, ids, tail, 5))
+    probabilities = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose(np.exp(rebuilt) / np.exp(rebuilt).sum(), [0.5935, 0.0381, 0.0381, 0.0381, 0.2183], atol=1e-4)
+    assert np.isclose((np.exp(rebuilt) / np.exp(rebuilt).sum())[0, 0], probabilities[0, 0])
+    ```
+    """
+    tail_logit = ops.cast(tail_logit, "float32")
+    dense = ops.repeat(ops.expand_dims(tail_logit, -1), num_classes, axis=-1)
+    return _put(dense, ops.cast(top_k_class_ids, "int32"), ops.cast(top_k_logits, "float32"))
+
+
+def _put(dense, class_ids, values):
+    """`dense` (..., C) with `values` (..., k, or a scalar) written at `class_ids` (..., k) along the last axis."""
+    num_classes, top_k = dense.shape[-1], class_ids.shape[-1]
+    inner_shape = tuple(dense.shape[1:])
+    rows = ops.reshape(dense, (-1, num_classes))
+    ids = ops.reshape(class_ids, (-1, top_k))
+    # The row of each id, without the row count (dynamic under tf.function).
+    row_ids = ops.cumsum(ops.ones_like(ids), axis=0) - 1
+    indices = ops.stack([ops.reshape(row_ids, (-1,)), ops.reshape(ids, (-1,))], axis=1)
+    if isinstance(values, float):
+        updates = ops.full_like(ops.reshape(ids, (-1,)), values, dtype=dense.dtype)
+    else:
+        updates = ops.reshape(values, (-1,))
+    rows = ops.scatter_update(rows, indices, updates)
+    if None in inner_shape:
+        return ops.reshape(rows, ops.shape(dense))
+    return ops.reshape(rows, (-1,) + inner_shape)
+
+
+class TopKView(keras.Model):
+    """A teacher (view) whose first output is compressed to its top-k arrays on the device.
+
+    `[logits, *features]` becomes `[top_k_logits, top_k_class_ids, tail_logit,
+    *features]`, so that only the compressed arrays leave the device when the
+    cache is built. `top_k` is checked against the teacher's number of
+    classes (from a symbolic call) before the teacher first runs.
+    """
+
+    def __init__(self, view, top_k):
+        super().__init__(name=f"{view.name}_top_{top_k}")
+        self.view = view
+        self.top_k = top_k
+        self.built = True
+        self.num_classes = None  # Known once checked, before the first batch runs.
+
+    def call(self, inputs, training=False):
+        outputs = self.view(inputs, training=training)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        return [*compress(outputs[0], self.top_k), *outputs[1:]]
+
+    def predict_on_batch(self, x):
+        self._check_classes(x)
+        return super().predict_on_batch(x)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_classes(x)
+        return super().predict(x, *args, **kwargs)
+
+    def _check_classes(self, batch):
+        # Here rather than in `call`, where Keras would wrap the message in
+        # the call's arguments.
+        if self.num_classes is not None:
+            return
+        specs = keras.tree.map_structure(
+            lambda leaf: keras.KerasTensor(np.shape(leaf), dtype=str(np.asarray(leaf).dtype)), batch
+        )
+        logits = keras.tree.flatten(self.view.compute_output_spec(specs))[0]
+        if len(logits.shape) < 2:
+            raise ValueError(
+                f"A top-k cache needs teacher logits of shape (batch, ..., classes); the teacher "
+                f"outputs shape {tuple(logits.shape)}."
+            )
+        check_top_k_classes(self.top_k, logits.shape[-1])
+        self.num_classes = logits.shape[-1]
