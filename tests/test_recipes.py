@@ -209,3 +209,74 @@ def test_train_refuses_augmentation_for_a_distiller():
     distiller = keras_kd.Distiller(teacher, models.mlp_student((4, 4, 1), 3, (2,)))
     with pytest.raises(ValueError, match="Pass the augmentation to the Distiller"):
         support.train(distiller, None, epochs=1, batch_size=1, optimizer="adam", augmentation=keras.layers.Identity())
+
+
+# recipes/stdlib_byte_lm.py: a byte-level language model distilled per token.
+
+
+@pytest.fixture
+def byte_lm(monkeypatch):
+    """recipes/stdlib_byte_lm.py as a module (its `import support` finds recipes/support.py)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPOSITORY / "recipes"))
+    return importlib.import_module("stdlib_byte_lm")
+
+
+def test_byte_lm_corpus_is_split_by_file_and_scores_every_byte_but_each_files_first(byte_lm):
+    splits = byte_lm.split_files(byte_lm.stdlib_files())
+    names = {split: {name for name, _ in files} for split, files in splits.items()}
+    assert sum(len(files) for files in names.values()) == len(byte_lm.STDLIB_MODULES)
+    assert not (names["train"] & names["test"]) and not (names["validation"] & names["test"])
+    assert len(names["test"]) == len(byte_lm.STDLIB_MODULES) // byte_lm.HELD_OUT_EVERY
+    x, y, weight = byte_lm.held_out_windows(splits["test"], 64)
+    assert x.shape == y.shape == weight.shape and x.shape[1] == 64
+    assert weight.sum() == sum(len(content) - 1 for _, content in splits["test"])
+    first_name, first = splits["test"][0]
+    assert bytes(x[0].astype("uint8")) == first[:64] and bytes(y[0].astype("uint8")) == first[1:65], first_name
+
+
+def test_byte_lm_bits_per_byte_is_8_for_uniform_logits_and_ignores_padding(byte_lm):
+    import numpy as np
+
+    uniform = keras.Sequential(
+        [
+            keras.Input((8,), dtype="int32"),
+            keras.layers.Embedding(256, 4),
+            keras.layers.Dense(256, kernel_initializer="zeros"),
+        ]
+    )
+    files = [("a.py", b"import os\n"), ("b.py", b"x = 1\n")]
+    x, y, weight = byte_lm.held_out_windows(files, 8)
+    assert weight.sum() == 9 + 5 and (weight == 0).any()
+    assert byte_lm.bits_per_byte(uniform, x, y, weight) == pytest.approx(8.0, abs=1e-6)
+    trained = byte_lm.byte_transformer(8, 8, 1, 2, "tiny")
+    score = byte_lm.bits_per_byte(trained, x, y, weight)
+    changed = np.where(weight == 0, (y + 7) % 256, y)
+    assert byte_lm.bits_per_byte(trained, x, changed, weight) == pytest.approx(score, rel=1e-9)
+    assert byte_lm.bits_per_byte(trained, x, (y + 7) % 256, weight) != pytest.approx(score, rel=1e-6)
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_byte_lm_recipe_distils_per_token_in_smoke_mode(byte_lm, tmp_path):
+    results = byte_lm.main(["--smoke", "--backend", SMOKE_BACKEND, "--output-dir", str(tmp_path)])
+    assert results["smoke"] is True and results["backend"] == SMOKE_BACKEND
+    assert "SMOKE RUN" in (tmp_path / "report.md").read_text()
+    assert set(results["runs"]) == set(byte_lm.METHODS)
+    for runs in results["runs"].values():
+        # 2 steps from random weights: close to log2(256) = 8 bits.
+        assert len(runs) == 1 and 6.0 < runs[0]["bits_per_byte"] < 9.0
+    histories = json.loads((tmp_path / "history.json").read_text())
+    assert "distillation_loss" not in histories["labels only seed 0"]
+    for method in byte_lm.METHODS[1:]:
+        assert histories[f"{method} seed 0"]["distillation_loss"][0] > 0
+    for name in (
+        "teacher",
+        "student_labels_only",
+        "student_forward_KL",
+        "student_reverse_KL",
+        "student_generalized_JSD",
+    ):
+        model = keras.saving.load_model(tmp_path / f"{name}.keras")  # safe_mode=True
+        assert tuple(model.output.shape) == (None, byte_lm.SMOKE_SETTINGS["context"], 256)
