@@ -280,3 +280,20 @@ def test_byte_lm_recipe_distils_per_token_in_smoke_mode(byte_lm, tmp_path):
     ):
         model = keras.saving.load_model(tmp_path / f"{name}.keras")  # safe_mode=True
         assert tuple(model.output.shape) == (None, byte_lm.SMOKE_SETTINGS["context"], 256)
+
+
+def test_byte_lm_bits_per_byte_matches_the_distillers_weighted_student_loss(byte_lm):
+    import math
+
+    import keras_kd
+
+    files = [("a.py", b"import os\nimport sys\n"), ("b.py", b"x = 1\n")]
+    x, y, weight = byte_lm.held_out_windows(files, 8)
+    teacher = byte_lm.byte_transformer(8, 16, 1, 2, "teacher")
+    student = byte_lm.byte_transformer(8, 8, 1, 2, "student")
+    distiller = keras_kd.Distiller(teacher, student, temperature=1.0, alpha=0.5)
+    distiller.compile(optimizer="adam")
+    # One batch: the padded positions (weight 0) are left out of both means.
+    logs = distiller.evaluate(x, y, sample_weight=weight, batch_size=len(x), return_dict=True, verbose=0)
+    nats = byte_lm.bits_per_byte(student, x, y, weight) * math.log(2)
+    assert logs["student_loss"] == pytest.approx(nats, rel=1e-5)
