@@ -12,6 +12,7 @@ from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
 from keras_kd import losses as kd_losses
 from keras_kd import metrics as kd_metrics
+from keras_kd import positions as kd_positions
 from keras_kd.backend import _keras_compat
 
 # What the teacher (run outside the gradient computation) hands to the loss.
@@ -21,7 +22,8 @@ Batch = collections.namedtuple(
     ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step", "mixing"],
 )
 # What the loss computation hands to the metrics.
-StepOutputs = collections.namedtuple("StepOutputs", ["loss", "student_logits", "terms"])
+# `positions`: the `keras_kd.positions.Positions` of the student's logits.
+StepOutputs = collections.namedtuple("StepOutputs", ["loss", "student_logits", "terms", "positions"])
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -441,60 +443,78 @@ class Distiller(keras.Model):
         return teacher_logits, teacher_features
 
     def compute_step_loss(self, batch, training):
-        """Runs the student once and returns the loss and what metrics need."""
+        """Runs the student once and returns the loss and what metrics need.
+
+        Every logit term is computed per position of the logits `(batch,
+        ..., classes)` and averaged over the valid positions (see
+        `keras_kd.positions`); feature terms are per example.
+        """
         student_logits, student_features = model_checks.split_outputs(
             self._student_view(batch.x, training=training), self.feature_matches
         )
         model_checks.check_logits_match(batch.teacher_logits, student_logits)
+        positions = kd_positions.positions_of(
+            student_logits, batch.sample_weight, self._position_mask(batch.x, student_logits)
+        )
         temperature = ops.convert_to_tensor(self.temperature)
         alpha = ops.convert_to_tensor(self.alpha)
         soft = self.distillation_loss(batch.teacher_logits, student_logits, temperature, step=batch.step)
-        terms = {"distillation_loss": kd_losses.weighted_mean(soft, batch.sample_weight)}
+        terms = {"distillation_loss": kd_positions.mean_over_positions(soft, positions)}
+        per_position = alpha * soft
         if self.uses_labels and batch.y is not None:
             hard, labeled = self._hard_loss_of_labeled(batch, student_logits)
-            per_example = alpha * soft + (1.0 - alpha) * hard
-            terms["student_loss"] = _mean_over_labeled(hard, labeled, batch.sample_weight)
-        else:
-            per_example = alpha * soft
+            per_position = per_position + (1.0 - alpha) * hard
+            terms["student_loss"] = kd_positions.mean_over_positions(hard, positions, counted=labeled)
+        loss = kd_positions.mean_over_positions(per_position, positions)
+        if self.feature_matches:
+            example_weights = kd_positions.per_example_weights(positions, batch.sample_weight)
         for match, adapter, teacher_feature, student_feature in zip(
             self.feature_matches, self.adapters, batch.teacher_features, student_features
         ):
             if adapter is not None:
                 student_feature = adapter(student_feature, training=training)
             feature_loss = ops.cast(match.loss(teacher_feature, student_feature), "float32")
-            terms[match.name] = kd_losses.weighted_mean(feature_loss, batch.sample_weight)
-            per_example = per_example + match.weight * feature_loss
-        loss = kd_losses.weighted_mean(per_example, batch.sample_weight)
+            terms[match.name] = kd_losses.weighted_mean(feature_loss, example_weights)
+            loss = loss + match.weight * terms[match.name]
         regularization = self.student.losses + [
             loss_value for adapter in self.adapters if adapter is not None for loss_value in adapter.losses
         ]
         if regularization:
             loss = loss + ops.cast(ops.sum(ops.stack(regularization)), "float32")
-        return StepOutputs(loss, student_logits, terms)
+        return StepOutputs(loss, student_logits, terms, positions)
+
+    def _position_mask(self, x, student_logits):
+        """The Keras mask of the student's output, else the inputs' `"padding_mask"`, else None."""
+        mask = kd_positions.output_mask(student_logits)
+        return kd_positions.input_padding_mask(x, student_logits) if mask is None else mask
 
     def _hard_loss_of_labeled(self, batch, student_logits):
-        """The per-example hard-label loss, 0 where the label is missing.
+        """The per-position hard-label loss, 0 where the label is missing.
 
-        Returns the loss and the share of each example that is labelled
+        Returns the loss and the share of each position that is labelled
         (1 or 0; between them for a mixup of a labelled and an unlabelled
         example).
         """
 
         def masked_loss(labels):
-            labeled = transfer.label_mask(labels)
+            labeled = kd_positions.labeled_positions(labels, student_logits)
             loss = self.hard_loss(transfer.fill_missing_labels(labels), student_logits)
             return ops.cast(loss, "float32") * labeled, labeled
 
         hard, labeled = masked_loss(batch.y)
         if batch.mixing is not None:
             partner, weight = batch.mixing
+            weight = ops.reshape(weight, (-1,) + (1,) * (len(hard.shape) - 1))
             partner_hard, partner_labeled = masked_loss(ops.take(batch.y, partner, axis=0))
             hard = weight * hard + (1.0 - weight) * partner_hard
             labeled = weight * labeled + (1.0 - weight) * partner_labeled
         return hard, labeled
 
     def update_metrics(self, batch, outputs):
-        """Updates the loss trackers and compiled metrics; returns the logs."""
+        """Updates the loss trackers and compiled metrics; returns the logs.
+
+        Teacher agreement and the compiled metrics count valid positions only.
+        """
         batch_size = ops.shape(outputs.student_logits)[0]
         _keras_compat.loss_tracker(self).update_state(outputs.loss, sample_weight=batch_size)
         for term_name, value in outputs.terms.items():
@@ -506,7 +526,7 @@ class Distiller(keras.Model):
             ),
             "float32",
         )
-        self._teacher_agreement.update_state(agreement)
+        self._teacher_agreement.update_state(agreement, sample_weight=outputs.positions.valid)
         self._temperature_log.update_state(self.temperature)
         self._alpha_log.update_state(self.alpha)
         compile_metrics = _keras_compat.compile_metrics(self)
@@ -517,7 +537,7 @@ class Distiller(keras.Model):
                 partner, weight = batch.mixing
                 larger_share_is_own = ops.reshape(weight >= 0.5, (-1,) + (1,) * (len(labels.shape) - 1))
                 labels = ops.where(larger_share_is_own, labels, ops.take(labels, partner, axis=0))
-            kd_metrics.update_compiled_metrics(compile_metrics, labels, outputs.student_logits, batch.sample_weight)
+            kd_metrics.update_compiled_metrics(compile_metrics, labels, outputs.student_logits, outputs.positions)
             return self.get_metrics_result()
         # Label-free batches log no label metrics (rather than a stale 0.0
         # once labelled validation data has built them).
@@ -529,7 +549,8 @@ class Distiller(keras.Model):
         # batch (e.g. validation data) to build.
         compile_metrics = _keras_compat.compile_metrics(self)
         if y is not None and compile_metrics is not None:
-            kd_metrics.update_compiled_metrics(compile_metrics, y, y_pred, sample_weight)
+            positions = kd_positions.positions_of(y_pred, sample_weight, kd_positions.output_mask(y_pred))
+            kd_metrics.update_compiled_metrics(compile_metrics, y, y_pred, positions)
         return self.get_metrics_result()
 
     def get_metrics_result(self, exclude=()):
@@ -583,15 +604,3 @@ class Distiller(keras.Model):
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         return cls(**config)
-
-
-def _mean_over_labeled(hard, labeled, sample_weight):
-    """The hard-label loss summed over the batch, per labelled example.
-
-    With every example labelled this is `weighted_mean(hard, sample_weight)`;
-    `hard` is already 0 where a label is missing. A batch without labels
-    gives 0.
-    """
-    if sample_weight is not None:
-        hard = hard * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    return ops.sum(hard) / ops.maximum(ops.sum(labeled), 1.0)

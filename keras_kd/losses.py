@@ -622,18 +622,18 @@ def _total_variation_rows(teacher_logits, student_logits, temperature):
 
 
 def label_cross_entropy(labels, logits):
-    """Cross-entropy between hard labels and logits, per example.
+    """Cross-entropy between hard labels and logits, per position.
 
-    Accepts sparse class ids of shape `(batch,)` or `(batch, 1)` and one-hot
-    (or soft) labels of shape `(batch, classes)`; the form is read from the
-    static shapes.
+    Accepts sparse class ids of shape `(batch, ...)` or `(batch, ..., 1)`
+    and one-hot (or soft) labels of shape `(batch, ..., classes)`; the form
+    is read from the static shapes.
 
     Args:
         labels: Integer class ids or one-hot rows.
-        logits: Tensor of shape `(batch, classes)`.
+        logits: Tensor of shape `(batch, ..., classes)`.
 
     Returns:
-        Tensor of shape `(batch,)`, float32.
+        Tensor of shape `(batch, ...)`, float32.
 
     Raises:
         ValueError: if the labels' shape fits neither form.
@@ -642,7 +642,8 @@ def label_cross_entropy(labels, logits):
     if is_one_hot(labels, logits):
         return keras.losses.categorical_crossentropy(ops.cast(labels, "float32"), logits, from_logits=True)
     validation.check_sparse_labels(labels, logits)
-    labels = ops.reshape(labels, (-1,))
+    if len(labels.shape) == len(logits.shape):
+        labels = ops.squeeze(labels, axis=-1)
     return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
 

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_kd import positions as kd_positions
 from keras_kd import transfer
 from keras_kd.backend import _keras_compat
 
@@ -27,22 +28,23 @@ class CurrentValue(keras.metrics.Metric):
         return ops.convert_to_tensor(self.value)
 
 
-def update_compiled_metrics(compile_metrics, labels, logits, sample_weight):
-    """Updates `compile(metrics=..., weighted_metrics=...)` on labelled rows only.
+def update_compiled_metrics(compile_metrics, labels, logits, positions):
+    """Updates `compile(metrics=..., weighted_metrics=...)` on labelled, valid positions only.
 
-    Keras applies `sample_weight` to `weighted_metrics` alone; the rows
-    marked unlabelled must leave out of both kinds, so each kind gets the
-    label mask (times the sample weights for the weighted kind).
+    Keras applies `sample_weight` to `weighted_metrics` alone; the positions
+    marked unlabelled, masked or padded must leave out of both kinds, so
+    each kind gets the label mask times the valid positions (times the
+    sample weights for the weighted kind). `positions` is the
+    `keras_kd.positions.Positions` of `logits`.
     """
     if not compile_metrics.built:
         compile_metrics.build(labels, logits)
-    labeled = transfer.label_mask(labels)
+    labeled = kd_positions.labeled_positions(labels, logits)
     labels = transfer.fill_missing_labels(labels)
-    weighted = labeled
-    if sample_weight is not None:
-        weighted = weighted * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    plain = labeled if positions.valid is None else labeled * positions.valid
+    weighted = labeled if positions.weights is None else labeled * positions.weights
     plain_metrics, weighted_metrics = _keras_compat.flat_compile_metrics(compile_metrics)
-    for metrics, weights in ((plain_metrics, labeled), (weighted_metrics, weighted)):
+    for metrics, weights in ((plain_metrics, plain), (weighted_metrics, weighted)):
         for metric in metrics:
             if metric:
                 metric.update_state(labels, logits, sample_weight=weights)

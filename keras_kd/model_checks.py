@@ -58,13 +58,8 @@ def check_logit_models(teacher, student):
             f"student takes {student_inputs}; both models receive the same x, "
             "so their input shapes must match."
         )
-    if teacher_output[1:] != student_output[1:]:
-        raise ValueError(
-            f"The teacher outputs logits of shape {teacher_output} but the "
-            f"student outputs {student_output}. Both must predict the same "
-            f"classes: give the student a last layer of "
-            f"{teacher_output[-1]} units."
-        )
+    if not _same_logits_shape(teacher_output, student_output):
+        raise ValueError(_logits_mismatch_message(teacher_output, student_output))
 
 
 def io_shapes(model):
@@ -78,9 +73,28 @@ def io_shapes(model):
 
 
 def check_logits_match(teacher_logits, student_logits):
-    if tuple(teacher_logits.shape[1:]) != tuple(student_logits.shape[1:]):
-        raise ValueError(
-            f"The teacher outputs logits of shape {tuple(teacher_logits.shape)} "
-            f"but the student outputs {tuple(student_logits.shape)}. Both "
-            "must predict the same classes."
+    teacher_shape, student_shape = tuple(teacher_logits.shape), tuple(student_logits.shape)
+    if not _same_logits_shape(teacher_shape, student_shape):
+        raise ValueError(_logits_mismatch_message(teacher_shape, student_shape))
+
+
+def _same_logits_shape(teacher_shape, student_shape):
+    """Same rank and sizes after the batch axis; an unknown size (None) matches any."""
+    return len(teacher_shape) == len(student_shape) and all(
+        t is None or s is None or t == s for t, s in zip(teacher_shape[1:], student_shape[1:])
+    )
+
+
+def _logits_mismatch_message(teacher_shape, student_shape):
+    prefix = f"The teacher outputs logits of shape {teacher_shape} but the student outputs {student_shape}. "
+    if len(teacher_shape) == len(student_shape) and teacher_shape[-1] != student_shape[-1]:
+        return (
+            prefix + f"Both must predict the same {teacher_shape[-1]} classes: give the student a last "
+            f"layer of {teacher_shape[-1]} units (the same vocabulary, for language models). "
+            "Cross-vocabulary distillation (teacher and student with different classes or "
+            "tokenizers) is not supported."
         )
+    return (
+        prefix + "Both must give logits at the same positions (the axes between the batch and the "
+        "classes: time steps, pixels), so the same inputs must give outputs of the same shape."
+    )

@@ -64,6 +64,9 @@ def test_every_keras_internal_of_keras_compat_works_on_this_keras():
     assert "accuracy" in logs and "weighted_accuracy" in logs
     assert float(_keras_compat.scale_loss_for_distribution(keras.ops.convert_to_tensor(2.0))) == 2.0
     assert isinstance(_keras_compat.keras_home(), str)
+    masked = keras.layers.Embedding(5, 2, mask_zero=True)(keras.ops.convert_to_tensor([[1, 0]]))
+    assert keras.ops.convert_to_numpy(_keras_compat.keras_mask(masked)).tolist() == [[True, False]]
+    assert _keras_compat.keras_mask(keras.ops.convert_to_tensor([1.0])) is None
     url, file_hash = _keras_compat.resnet50_notop_weights_source("resnet50_notop.h5")
     assert url.startswith("https://") and url.endswith("/resnet50_notop.h5") and len(file_hash) == 32
     if REQUESTED_BACKEND == "torch":

@@ -83,6 +83,17 @@ def flat_compile_metrics(container):
     return container._flat_metrics, container._flat_weighted_metrics
 
 
+def keras_mask(tensor):
+    """The Keras mask a layer's output carries (e.g. after `Embedding(mask_zero=True)`), or None.
+
+    `keras.src.backend.get_keras_mask`: Keras keeps masks as a tensor
+    attribute and reads them the same way in its own losses and metrics.
+    """
+    from keras.src.backend import get_keras_mask
+
+    return get_keras_mask(tensor)
+
+
 def scale_loss_for_distribution(loss):
     """Divides `loss` by the replicas of the current `tf.distribute` strategy.
 
