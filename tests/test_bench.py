@@ -386,3 +386,45 @@ def test_demo_gain_sweep_refuses_bad_settings(setting, capsys):
     with pytest.raises(SystemExit):
         demo_gain_sweep.parse_args([setting])
     assert setting in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_view_cache_bench_smoke_times_every_method(tmp_path):
+    from bench import view_cache
+
+    report = view_cache.main(["--smoke", "--json", str(tmp_path / "views.json")])
+    methods = [row["method"] for row in report["rows"]]
+    assert methods == ["student alone", "function matching, uncached", "view-cached, K=2", "view-cached, K=3"]
+    for row in report["rows"]:
+        assert len(row["accuracies"]) == 1 and 0.0 <= row["accuracy_mean"] <= 100.0
+        assert row["median_epoch_seconds"] > 0 and row["ratio_to_student"] > 0
+    assert report["rows"][0]["ratio_to_student"] == 1.0
+    assert report["view_bytes"] == {2: 160 * 2 * 28 * 28 * 4, 3: 160 * 3 * 28 * 28 * 4}
+    assert json.loads((tmp_path / "views.json").read_text())["backend"] == REQUESTED_BACKEND
+
+
+# ------------------------------------------------------------- top-k cache
+
+
+@pytest.mark.slow
+def test_topk_cache_smoke_reports_sizes_and_students(tmp_path):
+    from bench import topk_cache
+
+    lines, results = [], tmp_path / "topk.json"
+    assert topk_cache.main(["--smoke", "--json", str(results)], print_fn=lines.append) == 0
+    data = json.loads(results.read_text())
+    dense, top_8 = data["sizes"]
+    # Per position: 1,000 float32 logits; or 8 float32 logits, 8 int16 ids and a float32 tail logit.
+    assert (dense["bytes_per_position"], top_8["bytes_per_position"]) == (4000, 8 * (4 + 2) + 4)
+    assert {r["arm"] for r in data["results"]} == {"labels only", "dense", "top-8", "top-8 renormalized"}
+    assert all(0 <= r["agreement"] <= 1 and r["kl_teacher_student"] >= 0 for r in data["results"])
+    assert lines[0].startswith(f"{REQUESTED_BACKEND}: python -m bench.topk_cache --smoke")
+
+
+@pytest.mark.parametrize("arguments", [["--epochs", "0"], ["--top-k", "0"]])
+def test_topk_cache_refuses_bad_arguments(arguments, capsys):
+    from bench import topk_cache
+
+    with pytest.raises(SystemExit):
+        topk_cache.parse_args(arguments)
+    assert arguments[0] in capsys.readouterr().err

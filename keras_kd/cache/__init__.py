@@ -20,7 +20,9 @@ The modules: `store` (`TeacherCache`: building, loading, checks), `files`
 (the on-disk layout), `fingerprints` (of teachers and data), `sources` (the
 data a cache is built from), `datasets` (the training data that carry the
 cached outputs, and how `fit` receives them), `batches` (the layout of a
-cached batch, read by the Distiller's step) and `errors`.
+cached batch, read by the Distiller's step), `views` (a cache of augmented
+views: K per row with the teacher's outputs on each, one given per epoch)
+and `errors`.
 """
 
 from keras_kd.cache.batches import (

@@ -35,6 +35,10 @@ class CachedData(keras.utils.PyDataset):
         """Raises unless `distiller` can train from these batches."""
         self.cache.check_distiller(distiller, self.feature_layers)
 
+    def fit_callbacks(self):
+        """Callbacks `fit` needs beside these data (a cache of views redraws its views each epoch)."""
+        return []
+
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch {index} of {len(self)}.")
@@ -198,7 +202,8 @@ def keras_arguments(distiller, method, x, args, kwargs):
     Cached data (as `x`, or `validation_data` for `fit`) are checked against
     `distiller` first. Cached rows in memory then become arrays with their
     batch size and shuffling, batched by Keras's array adapter; anything
-    else is passed on as it is.
+    else is passed on as it is. For `fit`, the callbacks the data need are
+    added (`fit_callbacks`: a cache of views draws each epoch's views).
 
     Raises:
         CacheMismatchError: as `TeacherCache.check_distiller`.
@@ -210,6 +215,14 @@ def keras_arguments(distiller, method, x, args, kwargs):
     arguments.pop("self")
     arguments.update(arguments.pop("kwargs", {}))
     check_data(distiller, arguments.get("validation_data"))
+    extra_callbacks = x.fit_callbacks() if isinstance(x, CachedData) and method is keras.Model.fit else []
+    if extra_callbacks:
+        callbacks = arguments.get("callbacks")
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            for callback in extra_callbacks:
+                callbacks.append(callback)
+        else:
+            arguments["callbacks"] = list(callbacks or []) + extra_callbacks
     arrays = x.keras_arrays() if isinstance(x, CachedRows) else None
     if arrays is not None:
         for name in ("y", "sample_weight"):

@@ -9,6 +9,7 @@ import numpy as np
 from keras_kd import atomic, validation
 from keras_kd import features as kd_features
 from keras_kd.cache import datasets, files, fingerprints, sources, topk
+from keras_kd.cache import views as view_cache
 from keras_kd.cache.batches import FEATURES_KEY, LOGITS_KEY
 from keras_kd.cache.errors import CacheMismatchError
 
@@ -30,6 +31,9 @@ class TeacherCache:
         top_k: Classes kept per position in a top-k cache, or None (dense).
         num_classes: The teacher's number of classes.
         nbytes: Bytes of the stored outputs (logits or top-k arrays, and features).
+        num_views: Augmented views cached per row (`build(augmentation=...,
+            views=K)`), or None.
+        augmented_inputs: Those views, `(num_rows, num_views, ...)`, or None.
         path: The cache directory, or None for an in-memory cache.
 
     Example:
@@ -62,7 +66,21 @@ class TeacherCache:
     # ------------------------------------------------------------ creation
 
     @classmethod
-    def build(cls, teacher, x, *, feature_layers=(), batch_size=256, path=None, overwrite=False, top_k=None):
+    def build(
+        cls,
+        teacher,
+        x,
+        *,
+        feature_layers=(),
+        batch_size=256,
+        path=None,
+        overwrite=False,
+        top_k=None,
+        augmentation=None,
+        views=None,
+        seed=None,
+        view_dtype=None,
+    ):
         """Runs `teacher` once over `x` and keeps its outputs.
 
         Args:
@@ -86,6 +104,18 @@ class TeacherCache:
                 distillation loss works unchanged. Exact at temperature 1
                 (top-k probabilities and the rest mass); at other
                 temperatures the tail's unknown shape makes it approximate.
+            augmentation: A Keras image preprocessing layer, or a
+                `keras.Sequential` of them (`keras_kd.cache.views.SUPPORTED_LAYERS`),
+                to cache `views` augmented views of every row with the
+                teacher's outputs on each (Fast Knowledge Distillation, Shen &
+                Xing, ECCV 2022); `dataset()` then gives each row in one of
+                its views per epoch. `x` must be one array of images.
+            views: How many augmented views per row (with `augmentation`).
+            seed: Seed of the views' random transformations (None: drawn
+                at random and recorded).
+            view_dtype: None stores the views as the augmentation makes them
+                (float32: exact); e.g. `"float16"` halves their bytes, and
+                the teacher then sees the rounded views, as the student will.
 
         Returns:
             A `TeacherCache`.
@@ -97,7 +127,9 @@ class TeacherCache:
                 (random augmentation or shuffling), arrays of different
                 lengths, empty data, a bad `batch_size`, or a layer name the
                 teacher lacks, or `top_k` that is not an integer in 1..C-1 for a
-                teacher with C classes.
+                teacher with C classes; for views that cannot be replayed (a
+                layer outside `SUPPORTED_LAYERS`, mixup), `views` that is not
+                a positive integer, or `views` without `augmentation`.
             FileExistsError: if `path` exists and `overwrite` is False.
 
         A failed build leaves any cache already at `path` as it was.
@@ -109,7 +141,12 @@ class TeacherCache:
             raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
         batch_size = validation.check_positive_int("batch_size", batch_size)
         top_k = topk.check_top_k(top_k)
+        plan = None
+        if augmentation is not None or views is not None:
+            plan = view_cache.ViewPlan(augmentation, views, seed, view_dtype)
         source = sources.make_source(x)
+        if plan is not None and (not isinstance(source, sources.ArraySource) or keras.tree.is_nested(source.structure)):
+            raise TypeError("A cache of augmented views is built from one array of images; pass `x` as that array.")
         view = kd_features.multi_output_view(teacher, "teacher", feature_layers)
         if top_k is not None:
             view = topk.TopKView(view, top_k)
@@ -127,7 +164,16 @@ class TeacherCache:
         }
         directory = None if path is None else atomic.staging_directory(path)
         try:
-            arrays = _run_teacher(view, source, feature_layers, directory, metadata, batch_size)
+            if plan is None:
+                arrays = _run_teacher(view, source, feature_layers, directory, metadata, batch_size)
+            else:
+                names = ([files.LOGITS] if top_k is None else list(topk.ARRAY_NAMES)) + [
+                    files.feature_key(layer) for layer in feature_layers
+                ]
+                predict = _batch_predictor(view)
+                arrays = view_cache.run_teacher(
+                    plan, predict, source, names, directory, metadata, batch_size, _view_allocator(view)
+                )
             if directory is None:
                 return cls(arrays, metadata)
             arrays = None  # Close the writable memory maps before renaming.
@@ -153,12 +199,12 @@ class TeacherCache:
                 training step (augmentation, mixup), where the teacher must
                 see each new version of the inputs.
         """
-        _refuse_input_transforms(distiller)
+        _refuse_input_transforms(distiller, kwargs.get("views"))
         feature_layers = [match.teacher_layer for match in distiller.feature_matches]
         return cls.build(distiller.teacher, x, feature_layers=feature_layers, **kwargs)
 
     @classmethod
-    def load(cls, path, *, verify=True):
+    def load(cls, path, *, verify=True, augmentation=None, views=None, seed=None):
         """Reopens a cache saved by `build(..., path=path)`, memory-mapped.
 
         Args:
@@ -166,14 +212,20 @@ class TeacherCache:
             verify: Whether to check each file's SHA-256 against the one
                 recorded when it was written (reads every byte once). Sizes,
                 shapes and dtypes are always checked.
+            augmentation, views, seed: When given, the cache must hold views
+                made with them (`check_views`).
 
         Raises:
             FileNotFoundError: if `path` or one of its files is missing.
             ValueError: for unreadable metadata, or a file that is truncated,
                 corrupted, or not the shape and dtype recorded.
+            CacheMismatchError: for views made with another augmentation,
+                count or seed than those given.
         """
         path = os.path.abspath(os.fspath(path))
         metadata = files.read_metadata(path)
+        if (augmentation, views, seed) != (None, None, None):
+            view_cache.check_views(metadata.get("views"), augmentation, views, seed)
         arrays = {name: files.open_array(path, name, record, verify) for name, record in metadata["arrays"].items()}
         return cls(arrays, metadata, path=path)
 
@@ -210,8 +262,25 @@ class TeacherCache:
         return sum(int(array.nbytes) for array in self._arrays.values())
 
     @property
+    def num_views(self):
+        """Augmented views cached per row, or None for a cache of the rows as they are."""
+        record = self._metadata.get("views")
+        return None if record is None else record["count"]
+
+    @property
+    def augmented_inputs(self):
+        """The cached views, shape `(num_rows, num_views, ...)` (memory-mapped on disk); None without views."""
+        return None if self.num_views is None else self._arrays[view_cache.VIEWS]
+
+    def check_views(self, augmentation, views=None, seed=None, view_dtype=None):
+        """Raises `CacheMismatchError` unless this cache's views were made with these arguments of `build`."""
+        view_cache.check_views(self._metadata.get("views"), augmentation, views, seed, view_dtype)
+
+    @property
     def teacher_logits(self):
         """The cached logits, shape `(num_rows, ..., classes)` (memory-mapped on disk).
+
+        A cache of views holds `(num_rows, num_views, ..., classes)`.
 
         Raises:
             ValueError: for a top-k cache, which holds no dense logits (see
@@ -262,7 +331,9 @@ class TeacherCache:
         stored = "dense logits" if self.top_k is None else f"top-{self.top_k} of {self.num_classes} classes"
         return (
             f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, {stored}, "
-            f"features={self.feature_layers}, {where})"
+            f"features={self.feature_layers}, "
+            + ("" if self.num_views is None else f"{self.num_views} views per row, ")
+            + f"{where})"
         )
 
     # ------------------------------------------------------------ checks
@@ -292,7 +363,7 @@ class TeacherCache:
             CacheMismatchError: for another teacher, or feature matches that
                 read teacher layers the cache lacks.
         """
-        _refuse_input_transforms(distiller)
+        _refuse_input_transforms(distiller, self.num_views)
         self.check_teacher(distiller.teacher)
         available = self.feature_layers if feature_layers is None else list(feature_layers)
         missing = [match.teacher_layer for match in distiller.feature_matches if match.teacher_layer not in available]
@@ -369,6 +440,8 @@ class TeacherCache:
             raise CacheMismatchError(
                 f"`feature_layers` {missing} are not cached; the cache holds {self.feature_layers}."
             )
+        if isinstance(x, keras.utils.PyDataset) and self.num_views is not None:
+            raise TypeError("A cache of augmented views gives its rows from arrays: pass `x` as the array of images.")
         if isinstance(x, keras.utils.PyDataset):
             if y is not None or sample_weight is not None:
                 raise ValueError(
@@ -394,7 +467,7 @@ class TeacherCache:
             )
         rows = sources.ArraySource(x)
         fingerprints.check_rows(self._metadata["data"], rows)
-        return datasets.CachedRows(
+        return (datasets.CachedRows if self.num_views is None else view_cache.CachedViews)(
             self,
             rows,
             y,
@@ -461,6 +534,18 @@ def _run_teacher(view, source, feature_layers, directory, metadata, batch_size):
     return arrays
 
 
+def _view_allocator(view):
+    """`files.allocate` for a view cache, with a top-k cache's class ids in their smallest dtype."""
+
+    def allocate(directory, name, shape, dtype, metadata):
+        if name == topk.TOP_K_CLASS_IDS:
+            metadata["num_classes"] = view.num_classes
+            dtype = topk.class_id_dtype(view.num_classes)
+        return files.allocate(directory, name, shape, dtype, metadata)
+
+    return allocate
+
+
 def _batch_predictor(view):
     """`(batch, rows) -> outputs` of the compiled inference function."""
     strategy = getattr(view, "distribute_strategy", None)  # TensorFlow only
@@ -471,7 +556,9 @@ def _batch_predictor(view):
     return lambda batch, rows: view.predict_on_batch(batch)
 
 
-def _refuse_input_transforms(distiller):
+def _refuse_input_transforms(distiller, num_views=None):
+    if num_views is not None and getattr(distiller, "transforms_inputs", False):
+        raise ValueError(view_cache.double_augmentation_message(distiller, num_views))
     if getattr(distiller, "transforms_inputs", False):
         raise ValueError(
             "This Distiller transforms its inputs inside the training step "
