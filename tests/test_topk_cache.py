@@ -298,3 +298,50 @@ def test_a_teacher_without_a_class_axis_is_refused():
     scalar = keras.Model(inputs, keras.layers.Dense(1)(inputs)[:, 0])
     with pytest.raises(ValueError, match=r"logits of shape \(batch, ..., classes\)"):
         TeacherCache.build(scalar, make_data(8)[0], top_k=1)
+
+
+def tagger(units, name, classes=6, time=5, vocabulary=12):
+    """Per-token logits `(batch, time, classes)`."""
+    tokens = keras.Input((time,), dtype="int32")
+    hidden = keras.layers.Embedding(vocabulary, 8)(tokens)
+    hidden = keras.layers.Dense(units, activation="relu")(hidden)
+    return keras.Model(tokens, keras.layers.Dense(classes)(hidden), name=name)
+
+
+def test_per_token_distillation_from_a_top_k_cache_matches_the_teacher_when_one_class_is_left_out():
+    # With top_k = C - 1 the tail is a single class and its tail logit is its
+    # own logit: the rebuilt logits are the teacher's, so a cached fit at rank
+    # 3 (per-token weights, T != 1) trains as an uncached one.
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 12, (24, 5)).astype("int32"), rng.integers(0, 6, (24, 5))
+    weights = (np.arange(5)[None, :] < rng.integers(2, 6, (24, 1))).astype("float32")  # Padding.
+    teacher = tagger(16, "teacher")
+    initial = tagger(8, "student").get_weights()
+
+    def distil(**data):
+        keras.utils.set_random_seed(1)
+        student = tagger(8, "student")
+        student.set_weights(initial)
+        distiller = keras_kd.Distiller(teacher, student, alpha=0.7, temperature=3.0)
+        history = distiller.compile(optimizer=keras.optimizers.SGD(0.5)).fit(**data, epochs=3, shuffle=False, verbose=0)
+        return student, history.history["loss"]
+
+    uncached, uncached_losses = distil(x=x, y=y, sample_weight=weights, batch_size=8)
+    cache = TeacherCache.build(teacher, x, top_k=5)
+    assert cache.teacher_top_k[0].shape == (24, 5, 5)
+    cached, cached_losses = distil(x=cache.dataset(x, y, sample_weight=weights, batch_size=8, shuffle=False))
+    np.testing.assert_allclose(cached_losses, uncached_losses, rtol=1e-5)
+    assert cached_losses[-1] < cached_losses[0]
+    for expected, actual in zip(uncached.get_weights(), cached.get_weights()):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_per_token_distillation_from_a_top_k_cache_trains():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 12, (32, 5)).astype("int32"), rng.integers(0, 40, (32, 5))
+    teacher = tagger(16, "teacher", classes=40)
+    cache = TeacherCache.build(teacher, x, top_k=4)
+    distiller = keras_kd.Distiller(teacher, tagger(8, "student", classes=40), alpha=1.0, temperature=2.0)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.02))
+    losses = distiller.fit(cache.dataset(x, y, batch_size=8, seed=0), epochs=5, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
