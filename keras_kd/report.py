@@ -377,7 +377,8 @@ def _batch_of(x, batch_size):
     return x[np.arange(batch_size) % len(x)]
 
 
-def _latency(model, batch, warmup_batches, timed_batches):
+def predict_seconds(model, batch, warmup_batches=5, timed_batches=30):
+    """Wall times of `model.predict_on_batch(batch)`, in seconds, after `warmup_batches` untimed calls."""
     for _ in range(warmup_batches):
         model.predict_on_batch(batch)
     seconds = []
@@ -385,6 +386,11 @@ def _latency(model, batch, warmup_batches, timed_batches):
         start = time.perf_counter()
         model.predict_on_batch(batch)
         seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _latency(model, batch, warmup_batches, timed_batches):
+    seconds = predict_seconds(model, batch, warmup_batches, timed_batches)
     batch_size = len(batch)
     p50_ms, p95_ms = (1e3 * float(value) for value in np.percentile(seconds, [50, 95]))
     return {

@@ -1,7 +1,5 @@
 """TensorFlow: the student's forward pass under a `tf.GradientTape`."""
 
-import contextlib
-
 import tensorflow as tf
 
 from keras_kd.backend import _keras_compat
@@ -24,21 +22,3 @@ def test_step(distiller, data):
     batch = distiller.prepare_batch(data, training=False)
     outputs = distiller.compute_step_loss(batch, training=False)
     return distiller.update_metrics(batch, outputs)
-
-
-def checked_step_function(function, checks, training):
-    # Keras's TensorFlow step function takes the iterator: its batches stay
-    # inside the graph (their labels are checked in the data pipeline).
-    def checked(iterator):
-        if training:
-            checks.before_train_call()
-        outputs = function(iterator)
-        checks.completed_calls += 1
-        return outputs
-
-    return checked
-
-
-def keeping_state(distiller, checks):
-    # TensorFlow's trainer keeps the variables attached throughout.
-    return contextlib.nullcontext()

@@ -1,6 +1,6 @@
 """PyTorch: autograd on the student's forward pass; the teacher under no_grad."""
 
-import contextlib
+import weakref
 
 import torch
 
@@ -25,18 +25,9 @@ def test_step(distiller, data):
         return distiller.update_metrics(batch, outputs)
 
 
-def checked_step_function(function, checks, training):
-    # Outside the step, which may be torch.compile'd.
-    def checked(data):
-        if training:
-            checks.before_train_call()
-        outputs = function(data)
-        checks.completed_calls += 1
-        return outputs
-
-    return checked
-
-
-def keeping_state(distiller, checks):
-    # PyTorch's trainer keeps the variables attached throughout.
-    return contextlib.nullcontext()
+def value_version(variable):
+    # Every in-place change of a tensor (`copy_` in `Variable.assign`,
+    # `add_`, an optimizer's update) advances its `_version`, as autograd
+    # relies on; writes through `.data` or a NumPy view of it do not.
+    value = variable.value
+    return weakref.ref(value), value._version

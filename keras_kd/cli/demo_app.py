@@ -28,7 +28,7 @@ import time
 import keras
 import numpy as np
 
-from keras_kd import datasets, models
+from keras_kd import datasets, models, report
 from keras_kd.atomic import atomic_open
 from keras_kd.cli.demo import DEFAULT_OUTPUT_DIR
 from keras_kd.distiller import Distiller
@@ -308,16 +308,9 @@ def _save_for_inference(model, path):
     return os.path.getsize(path) / 1e6
 
 
-def _latency_ms(model, batch, warmup_batches=5, timed_batches=30):
+def _latency_ms(model, batch):
     """Median wall time of `model.predict_on_batch(batch)`, in ms, after warm-up."""
-    for _ in range(warmup_batches):
-        model.predict_on_batch(batch)
-    times = []
-    for _ in range(timed_batches):
-        start = time.perf_counter()
-        model.predict_on_batch(batch)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(report.predict_seconds(model, batch))
 
 
 def _summarize(runs):
