@@ -1,6 +1,7 @@
 """The top-k teacher cache: k logits, their class ids and a tail logit per position, rebuilt in the step."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -345,3 +346,17 @@ def test_per_token_distillation_from_a_top_k_cache_trains():
     distiller.compile(optimizer=keras.optimizers.Adam(0.02))
     losses = distiller.fit(cache.dataset(x, y, batch_size=8, seed=0), epochs=5, verbose=0).history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
+
+
+def test_a_temperature_other_than_1_is_warned_about():
+    x, y = make_data(16)
+    teacher = teacher_mlp()
+    data = TeacherCache.build(teacher, x, top_k=4).dataset(x, y, batch_size=16)
+    with pytest.warns(UserWarning, match="temperature 4 from a top-4 teacher cache.*exact at temperature 1 only"):
+        keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(data, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras_kd.Distiller(teacher, student_mlp(), temperature=1.0).compile(optimizer="sgd").fit(data, verbose=0)
+        dense = TeacherCache.build(teacher, x).dataset(x, y, batch_size=16)
+        keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(dense, verbose=0)
+    assert not [warning for warning in caught if "teacher cache" in str(warning.message)]

@@ -362,9 +362,14 @@ class TeacherCache:
             ValueError: if the Distiller transforms its inputs in the step.
             CacheMismatchError: for another teacher, or feature matches that
                 read teacher layers the cache lacks.
+
+        Warns (`UserWarning`) for a top-k cache and a temperature other than
+        1, where its rebuilt logits are an approximation (`keras_kd.cache.topk`).
         """
         _refuse_input_transforms(distiller, self.num_views)
         self.check_teacher(distiller.teacher)
+        if self.top_k is not None:
+            topk.warn_unless_temperature_one(distiller, self.top_k)
         available = self.feature_layers if feature_layers is None else list(feature_layers)
         missing = [match.teacher_layer for match in distiller.feature_matches if match.teacher_layer not in available]
         if missing:
