@@ -27,6 +27,7 @@ RECIPES = {
     "mnist_mlp": ("teacher", "student_distilled", "student_alone"),
     "mnist_feature_matching": ("teacher",),
     "mnist_transfer_set": ("teacher",),
+    "mnist_patient": ("teacher",),
     "cifar10_small_cnn": ("teacher", "student_baseline", "student_distilled"),
     "cifar10_resnet18_labelfree": ("teacher", "student_labelfree"),
     "cifar10_resnet50_to_resnet18": ("teacher", "student_baseline", "student_distilled"),
@@ -211,6 +212,25 @@ def test_train_refuses_augmentation_for_a_distiller():
         support.train(distiller, None, epochs=1, batch_size=1, optimizer="adam", augmentation=keras.layers.Identity())
 
 
+@needs_smoke_backend
+@pytest.mark.slow
+def test_patient_recipe_trains_every_method_at_every_budget(smoke_runs):
+    root, _ = smoke_runs
+    results = json.loads((root / "mnist_patient" / "results.json").read_text())
+    history = json.loads((root / "mnist_patient" / "history.json").read_text())
+    # --smoke: budgets of 3 and 6 steps, in whole epochs of 4 batches of 8.
+    assert results["steps"] == {"3": 4, "6": 8}
+    for budget, steps in results["steps"].items():
+        assert set(results["gap_closed"]) == {"plain KD", "patient KD"}
+        assert len(results["accuracies"]["labels only"][budget]) == 1
+        assert len(history[f"labels only, {steps} steps, seed 0"]["loss"]) == steps // 4
+        plain = history[f"plain KD, {steps} steps, seed 0"]
+        assert plain["temperature"][-1] == pytest.approx(4.0) and plain["student_loss"]
+        patient = history[f"patient KD, {steps} steps, seed 0"]
+        # Label-free (alpha 1) at T=1: no label reaches the patient student.
+        assert patient["temperature"][-1] == pytest.approx(1.0) and "student_loss" not in patient
+
+
 # recipes/stdlib_byte_lm.py: a byte-level language model distilled per token.
 
 
@@ -297,3 +317,21 @@ def test_byte_lm_bits_per_byte_matches_the_distillers_weighted_student_loss(byte
     logs = distiller.evaluate(x, y, sample_weight=weight, batch_size=len(x), return_dict=True, verbose=0)
     nats = byte_lm.bits_per_byte(student, x, y, weight) * math.log(2)
     assert logs["student_loss"] == pytest.approx(nats, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_patient_recipe_distils_from_a_view_cache(tmp_path, monkeypatch):
+    import runpy
+
+    monkeypatch.syspath_prepend(str(REPOSITORY / "recipes"))  # The recipe's `import support`.
+    main = runpy.run_path(str(REPOSITORY / "recipes" / "mnist_patient.py"))["main"]
+    results = main(
+        ["--smoke", "--view-cache", "2", "--methods", "labels only", "patient KD", "--output-dir", str(tmp_path)]
+    )
+    assert results["backend"] == REQUESTED_BACKEND
+    assert list(results["view_cache_seconds"]) == [0]  # Built once, for seed 0.
+    history = json.loads((tmp_path / "history.json").read_text())
+    patient = history["patient KD, 8 steps, seed 0"]
+    # Two epochs, each row in one of its 2 cached views; no teacher in the step, no label.
+    assert len(patient["loss"]) == 2 and "student_loss" not in patient
+    assert "2 cached augmented views" in (tmp_path / "report.md").read_text()
