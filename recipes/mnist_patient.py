@@ -28,9 +28,10 @@ cosine-decayed to 0 over the budget):
   views=K)`), one replayed per epoch, so no teacher runs in the step (no
   mixup then: a mixed view cannot be replayed).
 
-The labelled part is repeated to the transfer set's length, so that an epoch
-has as many steps for every method. The table gives, at each budget, the
-fraction of the gap closed, `(student - labels only) / (teacher - labels
+`--budgets` replaces the recipes' `--epochs` (unused here). The labelled
+part is repeated to the transfer set's length, so that an epoch has as many
+steps for every method. The table gives, at each budget, the fraction of the
+gap closed, `(student - labels only) / (teacher - labels
 only)`, per seed then averaged.
 
 `--validation N` holds N training images out of both parts and measures
