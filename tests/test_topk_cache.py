@@ -41,9 +41,9 @@ def rebuilt(batch_inputs):
     return ops.convert_to_numpy(logits)
 
 
-def check_rebuilt_against_teacher(teacher_logits, dense, top_k):
-    """Same top-k ids and probabilities, same rest mass, spread evenly over the other classes."""
-    expected, actual = softmax(teacher_logits), softmax(dense)
+def check_rebuilt_against_teacher(teacher_logits, dense, top_k, temperature=1.0):
+    """Same top-k ids and probabilities at `temperature`, same rest mass, spread evenly over the other classes."""
+    expected, actual = softmax(teacher_logits / temperature), softmax(dense / temperature)
     ids = np.argsort(-teacher_logits, axis=-1)[..., :top_k]
     np.testing.assert_array_equal(np.sort(np.argsort(-dense, axis=-1)[..., :top_k], -1), np.sort(ids, -1))
     np.testing.assert_allclose(
@@ -60,21 +60,21 @@ def check_rebuilt_against_teacher(teacher_logits, dense, top_k):
     np.testing.assert_allclose(
         np.take_along_axis(dense, ids, -1), np.take_along_axis(teacher_logits, ids, -1), rtol=1e-6, atol=1e-6
     )
-    log_normalizer = np.log(np.exp(np.asarray(teacher_logits, "float64")).sum(-1))
-    np.testing.assert_allclose(np.log(np.exp(dense.astype("float64")).sum(-1)), log_normalizer, rtol=1e-6)
+    log_normalizer = np.log(np.exp(np.asarray(teacher_logits, "float64") / temperature).sum(-1))
+    np.testing.assert_allclose(np.log(np.exp(dense.astype("float64") / temperature).sum(-1)), log_normalizer, rtol=1e-6)
 
 
-@pytest.mark.parametrize("top_k", [1, 5])
-def test_rebuilt_logits_give_back_the_top_k_probabilities_and_the_rest_mass(top_k):
+@pytest.mark.parametrize("top_k, tail_temperature", [(1, 1.0), (5, 1.0), (5, 4.0), (5, 0.5)])
+def test_rebuilt_logits_give_back_the_top_k_probabilities_and_the_rest_mass(top_k, tail_temperature):
     x, y = make_data(24)
-    teacher = teacher_mlp()
-    cache = TeacherCache.build(teacher, x, top_k=top_k, batch_size=10)
-    assert (cache.top_k, cache.num_classes) == (top_k, CLASSES)
+    teacher = teacher_mlp(scale=min(1.0, tail_temperature))  # Spread-out probabilities at T.
+    cache = TeacherCache.build(teacher, x, top_k=top_k, batch_size=10, tail_temperature=tail_temperature)
+    assert (cache.top_k, cache.num_classes, cache.tail_temperature) == (top_k, CLASSES, tail_temperature)
     values, class_ids, tail = cache.teacher_top_k
     assert values.shape == class_ids.shape == (24, top_k) and tail.shape == (24,)
     assert class_ids.dtype == np.int16 and tail.dtype == np.float32
     inputs, _ = cache.dataset(x, y, batch_size=24, shuffle=False)[0]
-    check_rebuilt_against_teacher(teacher.predict_on_batch(x), rebuilt(inputs), top_k)
+    check_rebuilt_against_teacher(teacher.predict_on_batch(x), rebuilt(inputs), top_k, tail_temperature)
     with pytest.raises(ValueError, match=f"top-{top_k} cache: it holds no dense logits"):
         _ = cache.teacher_logits
 
@@ -294,6 +294,16 @@ def test_bad_top_k_is_refused_and_an_existing_cache_is_left_intact(top_k, messag
         TeacherCache.build(teacher, x, top_k=top_k)
 
 
+def test_bad_tail_temperature_is_refused():
+    x, _ = make_data(8)
+    teacher = teacher_mlp()
+    for value in (0.0, -1.0, "4"):
+        with pytest.raises(ValueError, match="tail_temperature"):
+            TeacherCache.build(teacher, x, top_k=3, tail_temperature=value)
+    with pytest.raises(ValueError, match=r"`tail_temperature` \(4.0\) applies to a top-k cache only"):
+        TeacherCache.build(teacher, x, tail_temperature=4.0)
+
+
 def test_a_teacher_without_a_class_axis_is_refused():
     inputs = keras.Input((8,))
     scalar = keras.Model(inputs, keras.layers.Dense(1)(inputs)[:, 0])
@@ -352,11 +362,15 @@ def test_a_temperature_other_than_1_is_warned_about():
     x, y = make_data(16)
     teacher = teacher_mlp()
     data = TeacherCache.build(teacher, x, top_k=4).dataset(x, y, batch_size=16)
-    with pytest.warns(UserWarning, match="temperature 4 from a top-4 teacher cache.*exact at temperature 1 only"):
+    with pytest.warns(
+        UserWarning, match="temperature 4 from a top-4 teacher cache whose tail is exact at temperature 1"
+    ):
         keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(data, verbose=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         keras_kd.Distiller(teacher, student_mlp(), temperature=1.0).compile(optimizer="sgd").fit(data, verbose=0)
         dense = TeacherCache.build(teacher, x).dataset(x, y, batch_size=16)
+        tail_at_4 = TeacherCache.build(teacher, x, top_k=4, tail_temperature=4.0).dataset(x, y, batch_size=16)
+        keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(tail_at_4, verbose=0)
         keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(dense, verbose=0)
     assert not [warning for warning in caught if "teacher cache" in str(warning.message)]

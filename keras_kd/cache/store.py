@@ -29,6 +29,7 @@ class TeacherCache:
         teacher_fingerprint: Hash of the teacher's weights.
         data_fingerprint: Hash of the data's shape, dtype and sampled rows.
         top_k: Classes kept per position in a top-k cache, or None (dense).
+        tail_temperature: The temperature at which a top-k cache's rest mass is exact.
         num_classes: The teacher's number of classes.
         nbytes: Bytes of the stored outputs (logits or top-k arrays, and features).
         num_views: Augmented views cached per row (`build(augmentation=...,
@@ -76,6 +77,7 @@ class TeacherCache:
         path=None,
         overwrite=False,
         top_k=None,
+        tail_temperature=1.0,
         augmentation=None,
         views=None,
         seed=None,
@@ -104,6 +106,9 @@ class TeacherCache:
                 distillation loss works unchanged. Exact at temperature 1
                 (top-k probabilities and the rest mass); at other
                 temperatures the tail's unknown shape makes it approximate.
+            tail_temperature: With `top_k`, the distillation temperature at
+                which the rest mass of a top-k cache is exact (its tail
+                logit is set for it); give the Distiller's temperature.
             augmentation: A Keras image preprocessing layer, or a
                 `keras.Sequential` of them (`keras_kd.cache.views.SUPPORTED_LAYERS`),
                 to cache `views` augmented views of every row with the
@@ -141,6 +146,11 @@ class TeacherCache:
             raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
         batch_size = validation.check_positive_int("batch_size", batch_size)
         top_k = topk.check_top_k(top_k)
+        tail_temperature = validation.check_temperature(tail_temperature, "tail_temperature", schedulable=False)
+        if top_k is None and tail_temperature != 1.0:
+            raise ValueError(
+                f"`tail_temperature` ({tail_temperature!r}) applies to a top-k cache only; pass `top_k` too."
+            )
         plan = None
         if augmentation is not None or views is not None:
             plan = view_cache.ViewPlan(augmentation, views, seed, view_dtype)
@@ -149,7 +159,7 @@ class TeacherCache:
             raise TypeError("A cache of augmented views is built from one array of images; pass `x` as that array.")
         view = kd_features.multi_output_view(teacher, "teacher", feature_layers)
         if top_k is not None:
-            view = topk.TopKView(view, top_k)
+            view = topk.TopKView(view, top_k, tail_temperature)
         if path is not None:
             path = os.path.abspath(os.fspath(path))
             files.check_writable(path, overwrite)
@@ -159,6 +169,7 @@ class TeacherCache:
             "teacher": {"name": teacher.name, "fingerprint": fingerprints.teacher_fingerprint(teacher)},
             "feature_layers": feature_layers,
             "top_k": top_k,
+            "tail_temperature": None if top_k is None else tail_temperature,
             "data": None,
             "arrays": {},
         }
@@ -250,6 +261,13 @@ class TeacherCache:
     @property
     def top_k(self):
         return self._metadata.get("top_k")  # Absent in caches written before top-k caches.
+
+    @property
+    def tail_temperature(self):
+        """The temperature at which a top-k cache's rest mass is exact; None for a dense cache."""
+        if self.top_k is None:
+            return None
+        return self._metadata.get("tail_temperature", 1.0)
 
     @property
     def num_classes(self):
@@ -364,12 +382,13 @@ class TeacherCache:
                 read teacher layers the cache lacks.
 
         Warns (`UserWarning`) for a top-k cache and a temperature other than
-        1, where its rebuilt logits are an approximation (`keras_kd.cache.topk`).
+        its `tail_temperature`, where its rebuilt logits are an approximation
+        (`keras_kd.cache.topk`).
         """
         _refuse_input_transforms(distiller, self.num_views)
         self.check_teacher(distiller.teacher)
         if self.top_k is not None:
-            topk.warn_unless_temperature_one(distiller, self.top_k)
+            topk.warn_unless_tail_temperature(distiller, self.top_k, self.tail_temperature)
         available = self.feature_layers if feature_layers is None else list(feature_layers)
         missing = [match.teacher_layer for match in distiller.feature_matches if match.teacher_layer not in available]
         if missing:

@@ -4,7 +4,8 @@ A dense cache stores `num_classes` float32 logits per position: 128 KB per
 token for a 32,000-token vocabulary. A top-k cache (`TeacherCache.build(...,
 top_k=k)`) stores, per position, the `k` largest teacher logits, their class
 ids (int16 up to 32,768 classes, uint16 up to 65,536, else int32) and one
-float32 *tail logit*: the log-mean-exp of the `num_classes - k` other logits,
+float32 *tail logit*: at temperature 1, the log-mean-exp of the
+`num_classes - k` other logits,
 
     tail_logit = logsumexp(z_j for j not in top-k) - log(num_classes - k).
 
@@ -19,10 +20,16 @@ teacher's top-k probabilities exactly (to float32 rounding) and the remaining
 mass `1 - sum(top-k probabilities)` exactly, spread uniformly over the
 other classes; the normalizer (logsumexp over all classes) is the teacher's.
 What is approximate: the shape of the tail, which is unknown. At a
-temperature T != 1 the tail's tempered mass depends on that shape: the
-uniform tail gives `(num_classes - k) * exp(tail_logit / T)` where the teacher
-has `sum_j exp(z_j / T)`; by the power-mean inequality it over-estimates the
-tail's mass for T > 1 and under-estimates it for T < 1. The top-k classes'
+temperature T != 1 the tail's softened mass depends on that shape: the
+uniform tail gives `(num_classes - k) * exp(tail_logit / T)` where the
+teacher has `sum_j exp(z_j / T)`; by the power-mean inequality it
+over-estimates the tail's mass for T > 1 and under-estimates it for T < 1,
+by far when the teacher's tail sits on a few classes (`bench/topk_cache.py`:
+a student at T = 4 from such a cache fell below one trained on labels alone).
+So the tail logit is set for one temperature, `tail_temperature` (default 1):
+`tail_logit = T * (logsumexp(z_j / T) - log(num_classes - k))`, which makes
+the softened rest mass exact at that T. Build the cache for the Distiller's
+temperature; a Distiller at another one gets a warning. The top-k classes'
 probabilities relative to each other stay exact at any T. A loss that is not
 invariant to the logits' shape in the tail (logit standardization, which
 z-scores all logits) sees a uniform tail too.
@@ -108,23 +115,26 @@ def check_top_k_classes(top_k, num_classes):
         )
 
 
-def warn_unless_temperature_one(distiller, top_k):
-    """Warns when `distiller` would distil from a top-k cache at a temperature other than 1.
+def warn_unless_tail_temperature(distiller, top_k, tail_temperature):
+    """Warns when `distiller` would distil from a top-k cache at another temperature than its tail's.
 
-    The rebuilt logits are exact at T = 1 only; at T > 1 the uniform tail
-    holds far more of the softened mass than the teacher's tail does.
+    The rebuilt logits hold the teacher's rest mass exactly at the cache's
+    `tail_temperature` only; at a higher temperature the uniform tail holds
+    far more of the softened mass than the teacher's own tail does.
     """
     temperature = float(ops.convert_to_numpy(distiller.temperature))
-    if math.isclose(temperature, 1.0, rel_tol=1e-6):
+    if math.isclose(temperature, tail_temperature, rel_tol=1e-6):
         return
     warnings.warn(
-        f"This Distiller trains at temperature {temperature:g} from a top-{top_k} teacher cache, "
-        "whose rebuilt logits are exact at temperature 1 only: the other classes share the rest "
-        "of the mass evenly, which at T > 1 gives them far more of the softened mass than the "
-        "teacher's own tail (at T < 1, less). On a 1,000-class task (bench/topk_cache.py), "
+        f"This Distiller trains at temperature {temperature:g} from a top-{top_k} teacher cache "
+        f"whose tail is exact at temperature {tail_temperature:g} only: the other classes share "
+        "the rest of the mass evenly, which at a higher temperature gives them far more of the "
+        "softened mass than the teacher's own tail (at a lower one, less). On a 1,000-class task "
+        "(bench/topk_cache.py, tail_temperature=1), "
         "students from top-8 and top-32 caches reached a held-out accuracy of 0.461 and 0.474 "
         "at T=1 (dense cache: 0.476), but 0.252 and 0.335 at T=4 (dense cache: 0.548, labels "
-        "alone: 0.341). Distil from a top-k cache with temperature=1.0, or use a dense cache.",
+        "alone: 0.341). Build the cache with tail_temperature equal to the Distiller's "
+        "temperature, or use a dense cache.",
         UserWarning,
         stacklevel=2,
     )
@@ -139,12 +149,19 @@ def class_id_dtype(num_classes):
     return "int32"
 
 
-def compress(logits, top_k):
+def compress(logits, top_k, tail_temperature=1.0):
     """`(top_k_logits, top_k_class_ids, tail_logit)` of `(..., classes)` logits.
+
+    The tail logit `t` is set so that at `tail_temperature` T the other
+    classes hold exactly the teacher's softened rest mass:
+    `(num_classes - top_k) * exp(t / T) = sum_j exp(z_j / T)` over the
+    classes j outside the top-k, i.e. `t = T * (logsumexp(z_j / T) -
+    log(num_classes - top_k))`.
 
     Args:
         logits: Tensor of shape `(..., num_classes)`.
         top_k: Number of classes to keep per position, `1 <= top_k < num_classes`.
+        tail_temperature: The temperature at which the rest mass is exact.
 
     Returns:
         The `top_k` largest logits per position, in descending order, in the
@@ -157,7 +174,9 @@ def compress(logits, top_k):
     # The top-k masked out exactly (by id, not by value: ties stay apart),
     # so that the tail's logsumexp keeps a rest mass of any size.
     without_top_k = _put(ops.cast(logits, "float32"), class_ids, float("-inf"))
-    tail_logit = ops.logsumexp(without_top_k, axis=-1) - math.log(num_classes - top_k)
+    tail_logit = tail_temperature * (
+        ops.logsumexp(without_top_k / tail_temperature, axis=-1) - math.log(num_classes - top_k)
+    )
     return values, ops.cast(class_ids, "int32"), tail_logit
 
 
@@ -225,17 +244,18 @@ class TopKView(keras.Model):
     classes (from a symbolic call) before the teacher first runs.
     """
 
-    def __init__(self, view, top_k):
+    def __init__(self, view, top_k, tail_temperature=1.0):
         super().__init__(name=f"{view.name}_top_{top_k}")
         self.view = view
         self.top_k = top_k
+        self.tail_temperature = tail_temperature
         self.built = True
         self.num_classes = None  # Known once checked, before the first batch runs.
 
     def call(self, inputs, training=False):
         outputs = self.view(inputs, training=training)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        return [*compress(outputs[0], self.top_k), *outputs[1:]]
+        return [*compress(outputs[0], self.top_k, self.tail_temperature), *outputs[1:]]
 
     def predict_on_batch(self, x):
         self._check_classes(x)
