@@ -297,9 +297,11 @@ def test_bad_top_k_is_refused_and_an_existing_cache_is_left_intact(top_k, messag
 def test_bad_tail_temperature_is_refused():
     x, _ = make_data(8)
     teacher = teacher_mlp()
-    for value in (0.0, -1.0, "4"):
-        with pytest.raises(ValueError, match="tail_temperature"):
+    for value in (0.0, -1.0):
+        with pytest.raises(ValueError, match=f"`tail_temperature` must be > 0.*got {value}"):
             TeacherCache.build(teacher, x, top_k=3, tail_temperature=value)
+    with pytest.raises(TypeError, match="`tail_temperature` must be a real number; got '4'"):
+        TeacherCache.build(teacher, x, top_k=3, tail_temperature="4")
     with pytest.raises(ValueError, match=r"`tail_temperature` \(4.0\) applies to a top-k cache only"):
         TeacherCache.build(teacher, x, tail_temperature=4.0)
 
