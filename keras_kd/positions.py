@@ -26,6 +26,7 @@ token-level trainers do (Hugging Face's `ignore_index`, TRL, torchtune).
 """
 
 import collections
+import math
 
 from keras import ops
 
@@ -34,7 +35,8 @@ from keras_kd.backend import _keras_compat
 
 # `weights`: float32 `(batch, ...)` to multiply per-position values by, or
 # None (all 1). `valid`: float32 `(batch, ...)`, 1 where a position counts,
-# or None (all count). `count`: the number of positions that count.
+# or None (all count). `count`: the number of positions that count (a Python
+# float when known from the static shape).
 Positions = collections.namedtuple("Positions", ["weights", "valid", "count"])
 
 
@@ -65,7 +67,9 @@ def positions_of(logits, sample_weight=None, mask=None):
         valid = mask if valid is None else valid * mask
         weights = mask if weights is None else weights * mask
     if valid is None:
-        count = ops.cast(ops.prod(ops.shape(logits)[:-1]), "float32")
+        count = _static_count(positions_shape)
+        if count is None:
+            count = ops.cast(ops.prod(ops.shape(logits)[:-1]), "float32")
     else:
         count = ops.sum(valid)
     return Positions(weights, valid, count)
@@ -85,6 +89,8 @@ def mean_over_positions(values, positions, counted=None):
         count = ops.sum(counted if positions.valid is None else counted * positions.valid)
     if positions.weights is not None:
         values = values * positions.weights
+    if isinstance(count, float):
+        return ops.sum(values) / max(count, 1.0)
     return ops.sum(values) / ops.maximum(count, 1.0)
 
 
@@ -132,6 +138,17 @@ def input_padding_mask(inputs, logits):
 def output_mask(logits):
     """The Keras mask the student's output carries, if any."""
     return _keras_compat.keras_mask(logits)
+
+
+def _static_count(positions_shape):
+    """The number of positions as a Python float when the shape is static, else None.
+
+    Known at trace time on JAX and torch (and on TensorFlow for a fixed
+    batch size), it spares the step the ops that would count them.
+    """
+    if not all(isinstance(size, int) for size in positions_shape):
+        return None
+    return float(math.prod(positions_shape))
 
 
 def _per_position_weights(sample_weight, logits):

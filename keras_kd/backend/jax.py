@@ -7,6 +7,7 @@ in the Distiller reads and assigns variables as usual.
 """
 
 import contextlib
+import weakref
 
 import jax
 import keras
@@ -52,6 +53,7 @@ def _update_metrics(distiller, batch, outputs, trainable, non_trainable, optimiz
     return logs, _current_values(scope, distiller.metrics_variables, metrics_values)
 
 
+@contextlib.contextmanager
 def _scope(distiller, trainable, non_trainable, optimizer_values, metrics_values):
     mapping = (
         list(zip(distiller.trainable_variables, trainable))
@@ -59,7 +61,14 @@ def _scope(distiller, trainable, non_trainable, optimizer_values, metrics_values
         + list(zip(distiller.optimizer.variables, optimizer_values))
         + list(zip(distiller.metrics_variables, metrics_values))
     )
-    return keras.StatelessScope(state_mapping=mapping, collect_losses=True)
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+        yield scope
+    # Python, so once per trace (every step when run eagerly): whether a
+    # teacher weight ends the phase with another value than it came in with.
+    given = {id(variable): value for variable, value in mapping}
+    teacher = distiller.teacher.weights
+    if any(scope.get_current_value(weight) is not given.get(id(weight)) for weight in teacher):
+        object.__setattr__(distiller, "_keras_kd_teacher_written", True)
 
 
 def _current_values(scope, variables, previous_values):
@@ -124,3 +133,17 @@ def _state_variables(distiller):
 
 def _is_deleted(value):
     return getattr(value, "is_deleted", lambda: False)()
+
+
+def value_version(variable):
+    # A JAX array is immutable: while a variable holds the same array
+    # object, its value is unchanged. Every assign gives it a new one.
+    return weakref.ref(variable.value), 0
+
+
+def kept_frozen_values(distiller):
+    # The steps hand back each variable they did not assign as it came in
+    # (`_current_values`), so a fit whose traced steps never assigned a
+    # teacher weight ends with the teacher's values of its start, in new
+    # array objects (Keras's `jax_state_sync`).
+    return not getattr(distiller, "_keras_kd_teacher_written", False)

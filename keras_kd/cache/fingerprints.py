@@ -4,6 +4,8 @@ A cache records both when it is built and compares them whenever it is used,
 so that outputs of another teacher, or of other rows, are never fed silently.
 """
 
+import collections
+import contextlib
 import hashlib
 import json
 import weakref
@@ -12,6 +14,7 @@ import zlib
 import keras
 import numpy as np
 
+from keras_kd import backend as kd_backend
 from keras_kd.cache.errors import CacheMismatchError
 
 # How many rows of the data are hashed into its fingerprint.
@@ -30,20 +33,64 @@ def teacher_fingerprint(model):
     of any single element (`variable.assign`) is always seen; a wider edit
     goes unseen with probability 2**-32.
 
+    Where the backend proves a weight unchanged without reading it
+    (`keras_kd.backend.value_version`: on JAX the same immutable array, on
+    torch the same tensor at the same version), not even the CRC is
+    computed: a fit on a cache then checks the teacher in microseconds. Any
+    `assign`, `set_weights` or in-place torch op is still seen; on torch a
+    write through `tensor.data` or a NumPy view of the tensor is not.
+
     Args:
         model: A `keras.Model` (or layer).
 
     Returns:
         A hex string; equal for models with equal weights.
     """
-    values = [(weight, np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))) for weight in model.weights]
-    checksums = [(id(weight), weight.path, value.shape, value.dtype.str, zlib.crc32(value)) for weight, value in values]
+    weights = model.weights
+    versions = [kd_backend.value_version(weight) for weight in weights]
     remembered = _REMEMBERED.get(model)
-    if remembered is not None and remembered[0] == checksums:
-        return remembered[1]
-    fingerprint = _weights_sha256(values)
-    _REMEMBERED[model] = (checksums, fingerprint)
-    return fingerprint
+    if remembered is not None and _unchanged(remembered, weights, versions):
+        return remembered.fingerprint
+    values = [(weight, np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))) for weight in weights]
+    checksums = [(id(weight), weight.path, value.shape, value.dtype.str, zlib.crc32(value)) for weight, value in values]
+    if remembered is None or remembered.checksums != checksums:
+        remembered = _Remembered(checksums, _weights_sha256(values), None)
+    _REMEMBERED[model] = remembered._replace(versions=versions)
+    return remembered.fingerprint
+
+
+def follow_unchanged_teacher(model, versions_before):
+    """Remembers `model`'s fingerprint for its current value objects.
+
+    For after a fit or evaluate that left the teacher's values as they were
+    (`keras_kd.backend.kept_frozen_values`) but handed them back as new
+    objects (JAX's trainer): the fingerprint remembered for the values of
+    `versions_before` (`weight_versions` taken before) is kept for the new
+    ones, so that the next check need not read them. Does nothing unless
+    the remembered fingerprint belongs to exactly those values.
+    """
+    remembered = _REMEMBERED.get(model)
+    if remembered is None or remembered.versions is None or versions_before is None:
+        return
+    weights = model.weights
+    if len(weights) != len(versions_before) or not _unchanged(remembered, weights, versions_before):
+        return
+    _REMEMBERED[model] = remembered._replace(versions=weight_versions(model))
+
+
+def weight_versions(model):
+    """The `keras_kd.backend.value_version` of each of `model`'s weights."""
+    return [kd_backend.value_version(weight) for weight in model.weights]
+
+
+def _unchanged(remembered, weights, versions):
+    """Whether `versions` (of `weights`) prove the values of `remembered` unchanged."""
+    if remembered.versions is None or len(remembered.versions) != len(weights):
+        return False
+    return all(
+        id(weight) == checksum[0] and kd_backend.same_version(version, old)
+        for weight, version, old, checksum in zip(weights, versions, remembered.versions, remembered.checksums)
+    )
 
 
 def _weights_sha256(values):
@@ -55,7 +102,12 @@ def _weights_sha256(values):
     return digest.hexdigest()
 
 
-# model -> (the checksums of its weights, its fingerprint); forgotten with the model.
+# What is remembered of a model: the checksums of its weights, its
+# fingerprint, and the value versions the checksums were read from (None
+# entries where the backend has none).
+_Remembered = collections.namedtuple("_Remembered", ["checksums", "fingerprint", "versions"])
+
+# model -> its `_Remembered`; forgotten with the model.
 _REMEMBERED = weakref.WeakKeyDictionary()
 
 
@@ -113,3 +165,15 @@ def compare_sample_hashes(expected, rows, hashes):
             "cached teacher outputs would belong to other inputs: rebuild the "
             "cache, or pass the original data in the original order."
         )
+
+
+@contextlib.contextmanager
+def teacher_kept_through(distiller):
+    """A context for a Distiller's fit or evaluate, after which a teacher it left unchanged needs no re-reading.
+
+    See `follow_unchanged_teacher`; nothing is remembered after an error.
+    """
+    versions = weight_versions(distiller.teacher)
+    yield
+    if kd_backend.kept_frozen_values(distiller):
+        follow_unchanged_teacher(distiller.teacher, versions)
