@@ -428,30 +428,3 @@ def test_topk_cache_refuses_bad_arguments(arguments, capsys):
     with pytest.raises(SystemExit):
         topk_cache.parse_args(arguments)
     assert arguments[0] in capsys.readouterr().err
-
-
-# ------------------------------------------------------------- top-k cache
-
-
-@pytest.mark.slow
-def test_topk_cache_smoke_reports_sizes_and_students(tmp_path):
-    from bench import topk_cache
-
-    lines, results = [], tmp_path / "topk.json"
-    assert topk_cache.main(["--smoke", "--json", str(results)], print_fn=lines.append) == 0
-    data = json.loads(results.read_text())
-    dense, top_8 = data["sizes"]
-    # Per position: 1,000 float32 logits; or 8 float32 logits, 8 int16 ids and a float32 tail logit.
-    assert (dense["bytes_per_position"], top_8["bytes_per_position"]) == (4000, 8 * (4 + 2) + 4)
-    assert {r["arm"] for r in data["results"]} == {"labels only", "dense", "top-8", "top-8 renormalized"}
-    assert all(0 <= r["agreement"] <= 1 and r["kl_teacher_student"] >= 0 for r in data["results"])
-    assert lines[0].startswith(f"{REQUESTED_BACKEND}: python -m bench.topk_cache --smoke")
-
-
-@pytest.mark.parametrize("arguments", [["--epochs", "0"], ["--top-k", "0"]])
-def test_topk_cache_refuses_bad_arguments(arguments, capsys):
-    from bench import topk_cache
-
-    with pytest.raises(SystemExit):
-        topk_cache.parse_args(arguments)
-    assert arguments[0] in capsys.readouterr().err
