@@ -241,7 +241,6 @@ class Distiller(keras.Model):
         self._step_checks.begin(self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution)
         checks = self._step_checks
         kwargs = self._checked_validation_data(kwargs)
-        self._log_constant_values()
         with kd_backend.keeping_state(self, checks), checks.clear_errors(), kd_fingerprints.teacher_kept_through(self):
             return super().fit(checks.checked_data(batch.data), *args, **kwargs)
 
@@ -256,7 +255,6 @@ class Distiller(keras.Model):
         fit_checks.check_first_batch(batch, self._data_requirements(training=False))
         self._step_checks.begin_evaluation(self._checked_logits_shape())
         checks = self._step_checks
-        self._log_constant_values()
         with kd_backend.keeping_state(self, checks), checks.clear_errors(), kd_fingerprints.teacher_kept_through(self):
             return super().evaluate(checks.checked_data(batch.data), *args, **kwargs)
 
@@ -530,10 +528,10 @@ class Distiller(keras.Model):
             "float32",
         )
         self._teacher_agreement.update_state(agreement, sample_weight=outputs.positions.valid)
-        # A constant is logged once per fit/evaluate (`_log_constant_values`).
-        for value, log, variable in self._logged_values():
-            if not value.is_constant:
-                log.update_state(variable)
+        # Updated at every step, constant or not: on JAX a metric the step
+        # leaves alone would return its donated input state as the log.
+        self._temperature_log.update_state(self.temperature)
+        self._alpha_log.update_state(self.alpha)
         compile_metrics = _keras_compat.compile_metrics(self)
         if batch.y is not None and compile_metrics is not None:
             labels = batch.y
@@ -571,21 +569,6 @@ class Distiller(keras.Model):
             else:
                 results[metric.name] = result
         return results
-
-    def _logged_values(self):
-        """`(ScheduledValue, CurrentValue log, variable)` of the temperature and alpha."""
-        return (
-            (self._temperature_value, self._temperature_log, self.temperature),
-            (self._alpha_value, self._alpha_log, self.alpha),
-        )
-
-    def _log_constant_values(self):
-        """Logs a constant temperature or alpha before a fit or evaluate, not at every step."""
-        for value, log, variable in self._logged_values():
-            if value.is_constant:
-                # A copy: on JAX the log must not share the variable's
-                # array, as both are donated to the step.
-                log.update_state(ops.convert_to_numpy(variable))
 
     def _describe_alpha(self):
         if self._alpha_value.is_constant:
