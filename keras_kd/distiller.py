@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from keras_kd import atomic, fit_checks, hyperparameters, model_checks, transfer, validation
+from keras_kd import _casting, atomic, fit_checks, hyperparameters, model_checks, transfer, validation
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
@@ -179,10 +179,8 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"Loss terms need distinct names for the logs; got {term_names}. Give each FeatureMatch a `name`."
             )
-        self._term_trackers = {name: keras.metrics.Mean(name=name) for name in term_names}
-        self._teacher_agreement = keras.metrics.Mean(name="teacher_agreement")
-        self._temperature_log = kd_metrics.CurrentValue("temperature")
-        self._alpha_log = kd_metrics.CurrentValue("alpha")
+        # The logs of every step, kept by one metric (made in compile()).
+        object.__setattr__(self, "_log_names", ("loss", *term_names, "teacher_agreement"))
         # Plain Python state, kept out of Keras's tracking.
         object.__setattr__(self, "_step_checks", fit_checks.StepChecks([self._temperature_value, self._alpha_value]))
         self.built = True
@@ -379,6 +377,9 @@ class Distiller(keras.Model):
         """
         self.hard_loss = kd_losses.resolve_hard_loss(loss)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        # In place of Keras's loss tracker, so "loss" stays the first log.
+        logs = kd_metrics.DistillationLogs(self._log_names, ("temperature", "alpha"), name="loss")
+        _keras_compat.set_loss_tracker(self, logs)
         return self
 
     def get_compile_config(self):
@@ -457,16 +458,18 @@ class Distiller(keras.Model):
         positions = kd_positions.positions_of(
             student_logits, batch.sample_weight, self._position_mask(batch.x, student_logits)
         )
+        # Read at every step, constant or not: a callback may assign them.
         temperature = ops.convert_to_tensor(self.temperature)
         alpha = ops.convert_to_tensor(self.alpha)
         soft = self.distillation_loss(batch.teacher_logits, student_logits, temperature, step=batch.step)
         terms = {"distillation_loss": kd_positions.mean_over_positions(soft, positions)}
-        per_position = alpha * soft
+        loss = alpha * terms["distillation_loss"]
         if self.uses_labels and batch.y is not None:
             hard, labeled = self._hard_loss_of_labeled(batch, student_logits)
-            per_position = per_position + (1.0 - alpha) * hard
-            terms["student_loss"] = kd_positions.mean_over_positions(hard, positions, counted=labeled)
-        loss = kd_positions.mean_over_positions(per_position, positions)
+            hard_sum = kd_positions.sum_over_positions(hard, positions)
+            terms["student_loss"] = kd_positions.divided_by_count(hard_sum, positions, counted=labeled)
+            # The mean over all valid positions of alpha * soft + (1 - alpha) * hard.
+            loss = loss + (1.0 - alpha) * kd_positions.divided_by_count(hard_sum, positions)
         if self.feature_matches:
             example_weights = kd_positions.per_example_weights(positions, batch.sample_weight)
         for match, adapter, teacher_feature, student_feature in zip(
@@ -500,7 +503,7 @@ class Distiller(keras.Model):
         def masked_loss(labels):
             labeled = kd_positions.labeled_positions(labels, student_logits)
             loss = self.hard_loss(transfer.fill_missing_labels(labels), student_logits)
-            return ops.cast(loss, "float32") * labeled, labeled
+            return _casting.float32(loss) * labeled, labeled
 
         hard, labeled = masked_loss(batch.y)
         if batch.mixing is not None:
@@ -517,21 +520,20 @@ class Distiller(keras.Model):
         Teacher agreement and the compiled metrics count valid positions only.
         """
         batch_size = ops.shape(outputs.student_logits)[0]
-        _keras_compat.loss_tracker(self).update_state(outputs.loss, sample_weight=batch_size)
-        for term_name, value in outputs.terms.items():
-            self._term_trackers[term_name].update_state(value, sample_weight=batch_size)
-        agreement = ops.cast(
-            ops.equal(
-                ops.argmax(outputs.student_logits, axis=-1),
-                ops.argmax(batch.teacher_logits, axis=-1),
-            ),
-            "float32",
-        )
-        self._teacher_agreement.update_state(agreement, sample_weight=outputs.positions.valid)
-        # Updated at every step, constant or not: on JAX a metric the step
-        # leaves alone would return its donated input state as the log.
-        self._temperature_log.update_state(self.temperature)
-        self._alpha_log.update_state(self.alpha)
+        # A Python number where the shape is static (JAX, torch), else a tensor.
+        batch_size = float(batch_size) if isinstance(batch_size, int) else ops.cast(batch_size, "float32")
+        agreement = ops.argmax(outputs.student_logits, axis=-1) == ops.argmax(batch.teacher_logits, axis=-1)
+        agreement = ops.cast(agreement, "float32")
+        if outputs.positions.valid is not None:
+            agreement = agreement * outputs.positions.valid
+        # Means weighted by the batch size (the loss and its terms) and by
+        # the valid positions (agreement); T and alpha as they are now,
+        # updated at every step: on JAX a metric the step leaves alone would
+        # return its donated input state as the log.
+        means = {name: (value * batch_size, batch_size) for name, value in outputs.terms.items()}
+        means["loss"] = (outputs.loss * batch_size, batch_size)
+        means["teacher_agreement"] = (ops.sum(agreement), outputs.positions.count)
+        _keras_compat.loss_tracker(self).update_state(means, {"temperature": self.temperature, "alpha": self.alpha})
         compile_metrics = _keras_compat.compile_metrics(self)
         if batch.y is not None and compile_metrics is not None:
             labels = batch.y

@@ -29,7 +29,7 @@ import re
 import keras
 from keras import ops
 
-from keras_kd import validation
+from keras_kd import _casting, validation
 
 # A positive floor far below any meaningful float32 value: keeps square roots
 # and divisions away from 0 (and their gradients finite) without changing
@@ -52,8 +52,7 @@ _CHUNK_ELEMENTS = 2**20
 # --------------------------------------------------------------------------
 
 
-def _as_float32(*tensors):
-    return tuple(ops.cast(tensor, "float32") for tensor in tensors)
+_as_float32 = _casting.floats32
 
 
 def _kl_from_log_probs(teacher_log_probs, student_log_probs, excluded=None):
@@ -99,7 +98,7 @@ def _per_position(function_name, row_loss, teacher_logits, student_logits, tempe
     dimension the logits go through at once.
     """
     validation.check_same_logits_shape(function_name, teacher_logits, student_logits)
-    temperature = ops.cast(validation.check_loss_temperature(temperature), "float32")
+    temperature = _casting.float32(validation.check_loss_temperature(temperature))
     shape = tuple(teacher_logits.shape)
     positions = math.prod(shape[:-1]) if None not in shape else None
     if positions is None or positions * shape[-1] <= _CHUNKING_THRESHOLD:
@@ -322,7 +321,7 @@ def _soft_target_kl_rows(teacher_logits, student_logits, temperature):
         ops.log_softmax(teacher_logits / temperature, axis=-1),
         ops.log_softmax(student_logits / temperature, axis=-1),
     )
-    return kl * ops.square(temperature)
+    return kl * (temperature * temperature)
 
 
 def _target_and_non_target_log_probs(scaled_logits, is_target):
@@ -638,7 +637,7 @@ def label_cross_entropy(labels, logits):
     Raises:
         ValueError: if the labels' shape fits neither form.
     """
-    logits = ops.cast(logits, "float32")
+    logits = _casting.float32(logits)
     if is_one_hot(labels, logits):
         return keras.losses.categorical_crossentropy(ops.cast(labels, "float32"), logits, from_logits=True)
     validation.check_sparse_labels(labels, logits)
@@ -1058,7 +1057,7 @@ class DistillationLoss(_ConfiguredLoss):
             teacher_logits = standardize_logits(teacher_logits)
             student_logits = standardize_logits(student_logits)
         temperature = validation.check_loss_temperature(temperature)
-        return self.call(teacher_logits, student_logits, ops.cast(temperature, "float32"), step=step)
+        return self.call(teacher_logits, student_logits, _casting.float32(temperature), step=step)
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
         raise NotImplementedError(

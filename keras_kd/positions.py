@@ -30,7 +30,7 @@ import math
 
 from keras import ops
 
-from keras_kd import transfer
+from keras_kd import _casting, transfer
 from keras_kd.backend import _keras_compat
 
 # `weights`: float32 `(batch, ...)` to multiply per-position values by, or
@@ -83,15 +83,25 @@ def mean_over_positions(values, positions, counted=None):
     the number of valid positions it marks. A term without any position
     that counts gives 0.
     """
-    values = ops.cast(values, "float32")
+    return divided_by_count(sum_over_positions(values, positions), positions, counted)
+
+
+def sum_over_positions(values, positions):
+    """`sum(values * weights)`: the weighted sum over the positions, float32."""
+    values = _casting.float32(values)
+    if positions.weights is not None:
+        values = values * positions.weights
+    return ops.sum(values)
+
+
+def divided_by_count(total, positions, counted=None):
+    """`total` over the number of valid positions (those `counted` marks, if given), 0 for none."""
     count = positions.count
     if counted is not None:
         count = ops.sum(counted if positions.valid is None else counted * positions.valid)
-    if positions.weights is not None:
-        values = values * positions.weights
     if isinstance(count, float):
-        return ops.sum(values) / max(count, 1.0)
-    return ops.sum(values) / ops.maximum(count, 1.0)
+        return total / max(count, 1.0)
+    return total / ops.maximum(count, 1.0)
 
 
 def labeled_positions(labels, logits):

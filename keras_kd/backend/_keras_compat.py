@@ -54,12 +54,21 @@ def warn_if_untested_keras():
 
 
 def loss_tracker(model):
-    """The `keras.metrics.Mean` behind a compiled model's "loss" log.
+    """The metric behind a compiled model's "loss" log (a `keras.metrics.Mean` unless replaced).
 
     A custom train step updates it itself; Keras creates it in `compile()`
     as `Trainer._loss_tracker` and offers no public handle.
     """
     return model._loss_tracker
+
+
+def set_loss_tracker(model, metric):
+    """Makes `metric` the compiled model's first metric, the one behind its "loss" log.
+
+    Set outside Keras's attribute tracking, as `compile()` sets its own, so
+    `model.metrics` lists it once.
+    """
+    object.__setattr__(model, "_loss_tracker", metric)
 
 
 def compile_metrics(model):
