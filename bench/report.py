@@ -154,12 +154,20 @@ def _pair_section(pair, results):
             if pair.teacher_feature
             else ""
         )
+        epochs_per_fit = any_result.get("epochs_per_fit", 1)
+        unit = "one epoch" if epochs_per_fit == 1 else f"one `fit` of {epochs_per_fit} epochs"
         timing = (
             "*Interleaved*: one process per backend builds every configuration, warms each up, "
-            f"then times {any_result['repeats']} round(s) of one epoch of each in turn."
+            f"then times {any_result['repeats']} round(s) of {unit} of each in turn."
             if interleaved
-            else f"Each configuration in its own process, {any_result['repeats']} timed epoch(s)."
+            else f"Each configuration in its own process, {any_result['repeats']} timed round(s) of {unit}."
         )
+        if epochs_per_fit > 1:
+            timing += (
+                " Each epoch is timed inside its `fit`, from its start to its end, so the per-call "
+                "set-up of `fit` (the data pipeline, keras_kd's checks) is left out of the Keras "
+                "configurations' seconds; `teacher.predict` and the PyTorch loop are timed per call."
+            )
         lines += [
             f"Teacher {any_result['teacher_parameters']:,} trainable parameters, student "
             f"{any_result['student_parameters']:,}; {any_result['images']} images per epoch, "

@@ -89,6 +89,13 @@ def parse_args(argv):
         "2, or 3 for the overhead-bound pair; smoke 1).",
     )
     parser.add_argument(
+        "--epochs-per-fit",
+        type=int,
+        default=None,
+        help="Epochs of each timed fit call, timed one by one inside it; the fastest counts "
+        "(default: the pair's own, 3 for the overhead-bound pair, else 1: the whole call).",
+    )
+    parser.add_argument(
         "--warmup-steps", type=int, default=None, help="Training steps before timing (default 2, smoke 1)."
     )
     parser.add_argument(
@@ -127,7 +134,7 @@ def parse_args(argv):
     parser.add_argument("--json", default=None, help="Also write every result to this JSON file.")
     parser.add_argument("--timeout", type=int, default=900, help="Seconds allowed per configuration process.")
     args = parser.parse_args(argv)
-    for name in ("repeats", "warmup_steps", "images", "batch_size"):
+    for name in ("repeats", "epochs_per_fit", "warmup_steps", "images", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; got {value}.")
@@ -211,6 +218,7 @@ def _spec(args, backend, pair, configs, images, batch_size, group):
         "images": images,
         "batch_size": batch_size,
         "repeats": args.repeats or (1 if args.smoke else pair.repeats),
+        "epochs_per_fit": args.epochs_per_fit or pair.epochs_per_fit,
         "warmup_steps": args.warmup_steps,
         "smoke": args.smoke,
         "group": group,

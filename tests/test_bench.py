@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import pytest
@@ -108,6 +109,7 @@ def test_ratios_and_verdicts():
     "arguments",
     [
         ["--repeats", "0"],
+        ["--epochs-per-fit", "0"],
         ["--backend", "mxnet"],
         ["--configs", "nothing"],
         ["--pairs", "vgg"],
@@ -195,10 +197,14 @@ def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
         ("pytorch", ["torch_logits"]),
         ("torch", keras_configs),
     ]
-    assert {(spec["images"], spec["batch_size"], spec["repeats"]) for spec in specs} == {(16384, 512, 3)}
-    # The other pairs keep one process per configuration and their repeats.
+    assert {(spec["images"], spec["batch_size"], spec["repeats"], spec["epochs_per_fit"]) for spec in specs} == {
+        (16384, 512, 3, 3)
+    }
+    # The other pairs keep one process per configuration, their repeats and whole fit calls.
     small = runner.plan(runner.parse_args(["--backend", "jax", "--pairs", "small", "--no-scaling"]))
-    assert all("config" in spec and spec["repeats"] == 2 for spec in small)
+    assert all("config" in spec and spec["repeats"] == 2 and spec["epochs_per_fit"] == 1 for spec in small)
+    whole_calls = runner.plan(runner.parse_args(["--backend", "jax", "--pairs", "overhead", "--epochs-per-fit", "1"]))
+    assert {spec["epochs_per_fit"] for spec in whole_calls} == {1}
     interleaved = runner.plan(
         runner.parse_args(["--backend", "jax", "--pairs", "small", "--no-scaling", "--interleave"])
     )
@@ -223,6 +229,28 @@ def test_interleaved_run_times_every_configuration_in_each_round():
         assert "configs" not in result
     assert len({r["peak_rss_mb"] for r in results}) <= len(results)
     assert results[1]["cache_build_seconds"] > 0
+
+
+def test_epochs_timed_inside_a_fit_leave_its_set_up_out():
+    spec = {
+        "pair": "overhead",
+        "configs": ["student", "kd_cached"],
+        "images": 32,
+        "batch_size": 16,
+        "repeats": 2,
+        "epochs_per_fit": 3,
+        "warmup_steps": 1,
+        "smoke": True,
+    }
+    started = time.perf_counter()
+    results = workload.run_interleaved(spec)
+    elapsed = time.perf_counter() - started
+    for result in results:
+        assert result["epochs_per_fit"] == 3 and len(result["epoch_seconds"]) == 2
+        # Each repeat is the fastest of its fit's three epochs: less than a third of all the fits took.
+        assert 0 < result["seconds"] < elapsed / 3
+    single = {key: value for key, value in spec.items() if key != "configs"}
+    assert workload.run({**single, "config": "teacher_inference"})["seconds"] > 0
 
 
 def test_mlp_twins_match_the_keras_pair():
