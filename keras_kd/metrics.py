@@ -13,9 +13,10 @@ class DistillationLogs(keras.metrics.Metric):
     """Every log of the Distiller's step in one metric, updated in a few ops.
 
     Weighted means (the loss, its terms, the teacher agreement) and current
-    values (the temperature and alpha: the last value given). A Keras `Mean` per log costs a handful of small ops at every step;
-    on an eager backend (torch) with a step of a few milliseconds, that is
-    a tenth of the step. `result()` returns a dict of all the logs.
+    values (the temperature and alpha: the last value given). A Keras `Mean`
+    per log costs a handful of small ops at every step; on an eager backend
+    (torch) with a step of a few milliseconds, six of them cost a tenth of
+    the step. `result()` returns a dict of all the logs.
 
     Args:
         mean_names: Names of the weighted means.
