@@ -15,7 +15,8 @@ def train_step(distiller, data):
     gradients = [variable.value.grad for variable in variables]
     with torch.no_grad():
         distiller.optimizer.apply(gradients, variables)
-    return distiller.update_metrics(batch, outputs)
+        # Logs need no gradients: autograd records nothing of them.
+        return distiller.update_metrics(batch, outputs)
 
 
 def test_step(distiller, data):
