@@ -137,7 +137,16 @@ PAIRS = {
         # costs 30x more: what a fast GPU makes of most pairs, where the data
         # path and the per-step overhead of the Distiller decide the speed
         # (issue 15).
-        configs=("student", "teacher_inference", "kd_logits", "kd_cached", "core_logits", "torch_logits"),
+        configs=(
+            "student",
+            "teacher_inference",
+            "kd_logits",
+            "kd_cached",
+            "core_logits",
+            "torch_logits",
+            "torch_student",
+            "torch_cached",
+        ),
         # Epochs of a few tenths of a second: the spread between processes
         # would be larger than the differences measured.
         interleaved=True,

@@ -113,6 +113,7 @@ def distillation_epoch(
     alpha=0.9,
     feature_weight=0.0,
     generator=None,
+    teacher_logits=None,
 ):
     """One epoch of tutorial-style KD; returns the mean loss.
 
@@ -127,10 +128,15 @@ def distillation_epoch(
         alpha: Weight of the soft-target term; `1 - alpha` weighs the labels.
         feature_weight: Weight of the feature MSE term; 0 skips it.
         generator: A `torch.Generator` for the row order.
+        teacher_logits: The teacher's logits of every row, computed before
+            (a cache), or None to run the teacher at each step. Not with
+            `feature_weight`.
 
     Returns:
         The mean of the per-step losses, as a float.
     """
+    if teacher_logits is not None and feature_weight:
+        raise ValueError("Precomputed teacher logits hold no features; use feature_weight=0.")
     teacher.eval()
     student.train()
     order = torch.randperm(len(images), generator=generator)
@@ -138,11 +144,14 @@ def distillation_epoch(
     for start in range(0, len(images), batch_size):
         rows = order[start : start + batch_size]
         inputs, targets = images[rows], labels[rows]
-        with torch.no_grad():
-            teacher_logits, teacher_feature = teacher(inputs)
+        if teacher_logits is None:
+            with torch.no_grad():
+                batch_teacher_logits, teacher_feature = teacher(inputs)
+        else:
+            batch_teacher_logits = teacher_logits[rows]
         optimizer.zero_grad()
         student_logits, student_feature = student(inputs)
-        soft_targets = functional.softmax(teacher_logits / temperature, dim=-1)
+        soft_targets = functional.softmax(batch_teacher_logits / temperature, dim=-1)
         soft_log_probs = functional.log_softmax(student_logits / temperature, dim=-1)
         soft_loss = (
             torch.sum(soft_targets * (soft_targets.log() - soft_log_probs)) / soft_log_probs.size(0) * temperature**2
@@ -150,6 +159,22 @@ def distillation_epoch(
         loss = alpha * soft_loss + (1.0 - alpha) * functional.cross_entropy(student_logits, targets)
         if feature_weight:
             loss = loss + feature_weight * functional.mse_loss(student_feature, teacher_feature)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+    return total / steps
+
+
+def student_epoch(student, optimizer, images, labels, batch_size, generator=None):
+    """One epoch of the student alone on cross-entropy (the baseline of a cached loop); returns the mean loss."""
+    student.train()
+    order = torch.randperm(len(images), generator=generator)
+    total, steps = 0.0, 0
+    for start in range(0, len(images), batch_size):
+        rows = order[start : start + batch_size]
+        optimizer.zero_grad()
+        loss = functional.cross_entropy(student(images[rows])[0], labels[rows])
         loss.backward()
         optimizer.step()
         total += float(loss.detach())

@@ -33,8 +33,10 @@ CONFIGS = {
     "core_features": "core `keras.distillation.Distiller`, logits + features",
     "torch_logits": "pure-PyTorch KD loop, logits",
     "torch_features": "pure-PyTorch KD loop, logits + features",
+    "torch_student": "pure-PyTorch student alone",
+    "torch_cached": "pure-PyTorch KD loop, logits, teacher's precomputed",
 }
-TORCH_CONFIGS = ("torch_logits", "torch_features")
+TORCH_CONFIGS = ("torch_logits", "torch_features", "torch_student", "torch_cached")
 TEMPERATURE = 4.0
 ALPHA = 0.9  # keras_kd's convention: the weight of the soft term.
 LEARNING_RATE = 1e-3
@@ -354,13 +356,21 @@ def _torch_workload(spec, x, y):
     autocast_dtype = {"mixed_float16": torch.float16, "mixed_bfloat16": torch.bfloat16}.get(policy)
     optimizer = torch.optim.Adam(student.parameters(), lr=LEARNING_RATE)
     generator = torch.Generator().manual_seed(0)
-    feature_weight = 1.0 if spec["config"] == "torch_features" else 0.0
+    config = spec["config"]
+    feature_weight = 1.0 if config == "torch_features" else 0.0
+    teacher_logits = None
+    if config == "torch_cached":
+        with torch.no_grad():
+            teacher_logits = teacher(images)[0]
 
     def epoch(rows=None):
         with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             _torch_epoch(rows)
 
     def _torch_epoch(rows):
+        if config == "torch_student":
+            torch_loop.student_epoch(student, optimizer, images[:rows], labels[:rows], spec["batch_size"], generator)
+            return
         torch_loop.distillation_epoch(
             teacher,
             student,
@@ -372,6 +382,7 @@ def _torch_workload(spec, x, y):
             alpha=ALPHA,
             feature_weight=feature_weight,
             generator=generator,
+            teacher_logits=None if teacher_logits is None else teacher_logits[:rows],
         )
 
     epoch(spec["warmup_steps"] * spec["batch_size"])

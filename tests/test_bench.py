@@ -194,7 +194,7 @@ def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
     keras_configs = ["student", "teacher_inference", "kd_logits", "kd_cached", "core_logits"]
     assert [(spec["backend"], spec["configs"]) for spec in specs] == [
         ("jax", keras_configs),
-        ("pytorch", ["torch_logits"]),
+        ("pytorch", ["torch_logits", "torch_student", "torch_cached"]),
         ("torch", keras_configs),
     ]
     assert {(spec["images"], spec["batch_size"], spec["repeats"], spec["epochs_per_fit"]) for spec in specs} == {
@@ -208,7 +208,7 @@ def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
     interleaved = runner.plan(
         runner.parse_args(["--backend", "jax", "--pairs", "small", "--no-scaling", "--interleave"])
     )
-    assert [len(spec["configs"]) for spec in interleaved] == [8, 2]
+    assert [len(spec["configs"]) for spec in interleaved] == [8, 4]
 
 
 def test_interleaved_run_times_every_configuration_in_each_round():
@@ -251,6 +251,37 @@ def test_epochs_timed_inside_a_fit_leave_its_set_up_out():
         assert 0 < result["seconds"] < elapsed / 3
     single = {key: value for key, value in spec.items() if key != "configs"}
     assert workload.run({**single, "config": "teacher_inference"})["seconds"] > 0
+
+
+def test_the_pytorch_loop_on_precomputed_logits_and_its_student_alone():
+    spec = {
+        "pair": "overhead",
+        "configs": ["torch_logits", "torch_student", "torch_cached"],
+        "images": 32,
+        "batch_size": 16,
+        "repeats": 2,
+        "warmup_steps": 1,
+        "smoke": True,
+    }
+    results = workload.run_interleaved(spec)
+    assert [r["config"] for r in results] == spec["configs"]
+    assert all(r["backend"] == "pytorch" and r["seconds"] > 0 for r in results)
+    text = "\n".join(report._pytorch_section(results))
+    ratio = results[2]["seconds"] / results[1]["seconds"]
+    assert f"takes {ratio:.2f}x the student alone's epoch" in text
+    # Features come from the teacher's forward pass, which precomputed logits skip.
+    teacher, student = torch_loop.mlp_pair(smoke=True)
+    with pytest.raises(ValueError, match="hold no features"):
+        torch_loop.distillation_epoch(
+            teacher,
+            student,
+            torch_loop.torch.optim.Adam(student.parameters()),
+            torch_loop.torch.zeros(4, 784),
+            torch_loop.torch.zeros(4, dtype=torch_loop.torch.int64),
+            2,
+            feature_weight=1.0,
+            teacher_logits=torch_loop.torch.zeros(4, 10),
+        )
 
 
 def test_mlp_twins_match_the_keras_pair():
