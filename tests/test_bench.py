@@ -284,6 +284,16 @@ def test_the_pytorch_loop_on_precomputed_logits_and_its_student_alone():
         )
 
 
+def test_cached_step_script_times_both_and_refuses_bad_sizes(capsys):
+    from bench import cached_step
+
+    fastest, median = cached_step.main(["--epochs", "1", "--rows", "1024"])
+    assert set(fastest) == set(median) == {"student", "cached"} and min(fastest.values()) > 0
+    assert "cached / student" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cached_step.main(["--rows", "1000"])
+
+
 def test_mlp_twins_match_the_keras_pair():
     teacher, student = torch_loop.mlp_pair(smoke=False)
     keras_teacher = PAIRS["overhead"].build_teacher(False)
