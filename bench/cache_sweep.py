@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 import keras_kd
+from bench.cached_step import interleaved_seconds
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--rounds", type=int, default=3)
@@ -63,12 +64,7 @@ runs = {
 }
 for run in runs.values():
     run()  # warm-up: traces and compiles
-times = {name: [] for name in runs}
-for _ in range(args.rounds):
-    for name, run in runs.items():
-        start = time.perf_counter()
-        run()
-        times[name].append(time.perf_counter() - start)
+times = interleaved_seconds(runs, args.rounds)
 best = {name: min(values) for name, values in times.items()}
 print(
     f"{keras.config.backend()}: student {best['student']:.3f} s/epoch, cached {best['cached']:.3f} s/epoch, "

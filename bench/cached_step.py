@@ -20,6 +20,17 @@ from bench.pairs import PAIRS
 from keras_kd import cache as kd_cache
 
 
+def interleaved_seconds(runs, rounds):
+    """Times `rounds` rounds of each of `runs` (a dict of names to functions) in turn; the seconds of each, by name."""
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15, help="Timed epochs of each (default 15).")
@@ -46,12 +57,7 @@ def main(argv=None):
         "student": lambda: alone.fit(x, y, batch_size=512, verbose=0),
         "cached": lambda: distiller.fit(data, epochs=1, verbose=0),
     }
-    seconds = {name: [] for name in epochs}
-    for _ in range(args.epochs):
-        for name, epoch in epochs.items():
-            start = time.perf_counter()
-            epoch()
-            seconds[name].append(time.perf_counter() - start)
+    seconds = interleaved_seconds(epochs, args.epochs)
     fastest = {name: min(values) for name, values in seconds.items()}
     median = {name: float(np.median(values)) for name, values in seconds.items()}
     print(

@@ -211,16 +211,22 @@ def test_overhead_pair_runs_interleaved_in_one_process_per_backend():
     assert [len(spec["configs"]) for spec in interleaved] == [8, 4]
 
 
-def test_interleaved_run_times_every_configuration_in_each_round():
+def _overhead_smoke_spec(configs, **changes):
+    """A tiny interleaved spec of the overhead-bound pair: two rounds of `configs`."""
     spec = {
         "pair": "overhead",
-        "configs": ["student", "kd_cached", "core_logits"],
+        "configs": configs,
         "images": 32,
         "batch_size": 16,
         "repeats": 2,
         "warmup_steps": 1,
         "smoke": True,
     }
+    return {**spec, **changes}
+
+
+def test_interleaved_run_times_every_configuration_in_each_round():
+    spec = _overhead_smoke_spec(["student", "kd_cached", "core_logits"])
     results = workload.run_interleaved(spec)
     assert [r["config"] for r in results] == spec["configs"]
     for result in results:
@@ -232,16 +238,7 @@ def test_interleaved_run_times_every_configuration_in_each_round():
 
 
 def test_epochs_timed_inside_a_fit_leave_its_set_up_out():
-    spec = {
-        "pair": "overhead",
-        "configs": ["student", "kd_cached"],
-        "images": 32,
-        "batch_size": 16,
-        "repeats": 2,
-        "epochs_per_fit": 3,
-        "warmup_steps": 1,
-        "smoke": True,
-    }
+    spec = _overhead_smoke_spec(["student", "kd_cached"], epochs_per_fit=3)
     started = time.perf_counter()
     results = workload.run_interleaved(spec)
     elapsed = time.perf_counter() - started
@@ -254,15 +251,7 @@ def test_epochs_timed_inside_a_fit_leave_its_set_up_out():
 
 
 def test_the_pytorch_loop_on_precomputed_logits_and_its_student_alone():
-    spec = {
-        "pair": "overhead",
-        "configs": ["torch_logits", "torch_student", "torch_cached"],
-        "images": 32,
-        "batch_size": 16,
-        "repeats": 2,
-        "warmup_steps": 1,
-        "smoke": True,
-    }
+    spec = _overhead_smoke_spec(["torch_logits", "torch_student", "torch_cached"])
     results = workload.run_interleaved(spec)
     assert [r["config"] for r in results] == spec["configs"]
     assert all(r["backend"] == "pytorch" and r["seconds"] > 0 for r in results)
