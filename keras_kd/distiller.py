@@ -378,7 +378,7 @@ class Distiller(keras.Model):
         self.hard_loss = kd_losses.resolve_hard_loss(loss)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         # In place of Keras's loss tracker, so "loss" stays the first log.
-        logs = kd_metrics.DistillationLogs(self._log_names, ("temperature", "alpha"), name="loss")
+        logs = kd_metrics.DistillationLogs(self._log_names, name="loss")
         _keras_compat.set_loss_tracker(self, logs)
         return self
 
@@ -527,13 +527,11 @@ class Distiller(keras.Model):
         if outputs.positions.valid is not None:
             agreement = agreement * outputs.positions.valid
         # Means weighted by the batch size (the loss and its terms) and by
-        # the valid positions (agreement); T and alpha as they are now,
-        # updated at every step: on JAX a metric the step leaves alone would
-        # return its donated input state as the log.
+        # the valid positions (agreement).
         means = {name: (value * batch_size, batch_size) for name, value in outputs.terms.items()}
         means["loss"] = (outputs.loss * batch_size, batch_size)
         means["teacher_agreement"] = (ops.sum(agreement), outputs.positions.count)
-        _keras_compat.loss_tracker(self).update_state(means, {"temperature": self.temperature, "alpha": self.alpha})
+        _keras_compat.loss_tracker(self).update_state(means)
         compile_metrics = _keras_compat.compile_metrics(self)
         if batch.y is not None and compile_metrics is not None:
             labels = batch.y
@@ -570,6 +568,10 @@ class Distiller(keras.Model):
                 results.update(result)
             else:
                 results[metric.name] = result
+        # The temperature and alpha as they are now (inside a step: as the
+        # step used them), read at every call: a callback may assign them.
+        results["temperature"] = ops.convert_to_tensor(self.temperature)
+        results["alpha"] = ops.convert_to_tensor(self.alpha)
         return results
 
     def _describe_alpha(self):

@@ -69,7 +69,8 @@ def _expected_log_ratio(log_probs, log_ratio, excluded=None):
     terms = ops.exp(log_probs) * log_ratio
     if excluded is not None:
         terms = ops.where(excluded, 0.0, terms)
-    return ops.maximum(ops.sum(terms, axis=-1), 0.0)
+    # relu: max(x, 0) in one op (ops.maximum converts the 0 at every call).
+    return ops.relu(ops.sum(terms, axis=-1))
 
 
 def _exclude_classes(logits, excluded):

@@ -1,6 +1,7 @@
 """The Distiller's own metrics: its logs in one state, and compiled metrics on labelled rows only."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_kd import _casting, transfer
@@ -10,78 +11,73 @@ from keras_kd.backend import _keras_compat
 
 @keras.saving.register_keras_serializable(package="keras_kd")
 class DistillationLogs(keras.metrics.Metric):
-    """Every log of the Distiller's step in one metric, updated in a few ops.
+    """Weighted means of the Distiller's step (the loss, its terms, the teacher agreement) in one metric.
 
-    Weighted means (the loss, its terms, the teacher agreement) and current
-    values (the temperature and alpha: the last value given). A Keras `Mean`
-    per log costs a handful of small ops at every step; on an eager backend
-    (torch) with a step of a few milliseconds, six of them cost a tenth of
-    the step. `result()` returns a dict of all the logs.
+    A Keras `Mean` per log costs a handful of small ops at every step; on an
+    eager backend (torch) with a step of a few milliseconds, six of them cost
+    a tenth of the step. This metric keeps every weighted sum and weight in
+    one variable and updates it with one stack and one add. `result()`
+    returns a dict of all the means.
+
+    The Distiller reports its temperature and alpha beside these means, read
+    from its variables (`Distiller.get_metrics_result`).
 
     Args:
-        mean_names: Names of the weighted means.
-        current_names: Names of the values reported as last given.
+        names: Names of the weighted means.
         name: Name of the metric.
     """
 
-    def __init__(self, mean_names, current_names=(), name="distillation_logs", dtype="float32"):
+    def __init__(self, names, name="distillation_logs", dtype="float32"):
         super().__init__(name=name, dtype=dtype)
-        self.mean_names = tuple(mean_names)
-        self.current_names = tuple(current_names)
+        self.names = tuple(names)
         # The weighted sums, then their weights: summed over replicas under
         # tf.distribute, as a Mean's total and count are.
-        self.sums = self.add_variable(shape=(2 * len(self.mean_names),), initializer="zeros", name="sums")
-        # Every replica assigns the same values: averaged, not summed.
-        self.currents = self.add_variable(
-            shape=(len(self.current_names),), initializer="zeros", aggregation="mean", name="currents"
-        )
+        self.sums = self.add_variable(shape=(2 * len(self.names),), initializer="zeros", name="sums")
 
-    def update_state(self, means, currents=None):
-        """Adds to the means and sets the current values.
+    def update_state(self, means):
+        """Adds to the means.
 
         Args:
-            means: A dict from mean names to `(weighted_sum, weight)`:
-                the mean becomes the sum of all `weighted_sum`s given over
-                the sum of all `weight`s. A name left out adds nothing.
-            currents: A dict from current-value names to their values, or
-                None to leave them as they are.
+            means: A dict from names to `(weighted_sum, weight)`, weights
+                >= 0: each mean becomes the sum of all its `weighted_sum`s
+                over the sum of all its weights (0 while they sum to 0). A
+                name left out adds nothing.
         """
-        for names, given, kind in ((self.mean_names, means, "mean"), (self.current_names, currents or {}, "value")):
-            unknown = sorted(set(given) - set(names))
-            if unknown:
-                raise ValueError(f"Unknown {kind} names {unknown}; this metric keeps {list(names)}.")
-        zero = (0.0, 0.0)
-        pairs = [means.get(name, zero) for name in self.mean_names]
-        increment = ops.concatenate([_vector([pair[0] for pair in pairs]), _vector([pair[1] for pair in pairs])])
-        self.sums.assign_add(increment)
-        if currents is not None and self.current_names:
-            self.currents.assign(_vector([currents[name] for name in self.current_names]))
+        unknown = sorted(set(means) - set(self.names))
+        if unknown:
+            raise ValueError(f"Unknown mean names {unknown}; this metric keeps {list(self.names)}.")
+        pairs = [means.get(name, (0.0, 0.0)) for name in self.names]
+        self.sums.assign_add(_vector([pair[0] for pair in pairs] + [pair[1] for pair in pairs]))
 
     def reset_state(self):
-        # The current values stay meaningful across epochs.
         self.sums.assign(ops.zeros(self.sums.shape, dtype=self.dtype))
 
     def result(self):
-        count = len(self.mean_names)
-        sums = ops.convert_to_tensor(self.sums)
-        values = ops.divide_no_nan(sums[:count], sums[count:])
-        if self.current_names:
-            values = ops.concatenate([values, ops.convert_to_tensor(self.currents)])
-        return dict(zip(self.mean_names + self.current_names, ops.unstack(values)))
+        count = len(self.names)
+        sums = _casting.float32(self.sums)
+        return dict(zip(self.names, ops.unstack(ops.divide_no_nan(sums[:count], sums[count:]))))
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "mean_names": list(self.mean_names),
-            "current_names": list(self.current_names),
-        }
+        return {**super().get_config(), "names": list(self.names)}
 
 
 def _vector(values):
-    """A float32 vector of scalars; Python numbers (static sizes and counts) make one constant."""
-    if all(isinstance(value, (int, float)) for value in values):
-        return ops.convert_to_tensor(values, dtype="float32")
-    return ops.stack([_casting.float32(value) for value in values])
+    """A float32 vector of scalars: tensors, then Python numbers (static sizes and counts).
+
+    The tensors go through one `stack` and the numbers become one NumPy
+    constant: on an eager backend, `stack` and `convert_to_tensor` of a
+    list cost microseconds per element. Numbers among the tensors are
+    stacked with them.
+    """
+    numbers = [isinstance(value, (int, float)) for value in values]
+    tensors = numbers.count(False)
+    if any(numbers[:tensors]):
+        return ops.stack([_casting.float32(value) for value in values])
+    constants = np.asarray(values[tensors:], "float32")
+    if not tensors:
+        return ops.convert_to_tensor(constants)
+    stacked = ops.stack([_casting.float32(value) for value in values[:tensors]])
+    return ops.concatenate([stacked, constants]) if len(constants) else stacked
 
 
 def update_compiled_metrics(compile_metrics, labels, logits, positions):

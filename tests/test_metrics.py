@@ -11,34 +11,54 @@ def _values(logs):
     return {name: float(keras.ops.convert_to_numpy(value)) for name, value in logs.result().items()}
 
 
-def test_means_and_current_values_are_what_separate_metrics_would_report():
-    logs = DistillationLogs(["loss", "agreement"], ["temperature"])
+def test_means_are_what_separate_metrics_would_report():
+    logs = DistillationLogs(["loss", "agreement"])
     mean = keras.metrics.Mean()
     for loss, batch in ((2.0, 4), (5.0, 2)):
-        logs.update_state({"loss": (loss * batch, batch), "agreement": (3.0, 4.0)}, {"temperature": loss})
+        logs.update_state({"loss": (loss * batch, batch), "agreement": (3.0, 4.0)})
         mean.update_state(loss, sample_weight=batch)
-    assert _values(logs) == pytest.approx({"loss": float(mean.result()), "agreement": 0.75, "temperature": 5.0})
-    # A name left out adds nothing; None leaves the current values as they are.
+    assert _values(logs) == pytest.approx({"loss": float(mean.result()), "agreement": 0.75})
+    # A name left out adds nothing.
     logs.update_state({"loss": (0.0, 6)})
-    assert _values(logs)["loss"] == pytest.approx(18.0 / 12.0)
-    assert _values(logs)["agreement"] == pytest.approx(0.75)
-    assert _values(logs)["temperature"] == pytest.approx(5.0)
+    assert _values(logs) == pytest.approx({"loss": 18.0 / 12.0, "agreement": 0.75})
 
 
-def test_reset_clears_the_means_and_keeps_the_current_values():
-    logs = DistillationLogs(["loss"], ["temperature"])
-    logs.update_state({"loss": (8.0, 4)}, {"temperature": 3.0})
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        {"a": "nn", "b": "nn"},  # Python numbers only: one constant.
+        {"a": "tn", "b": "tn"},  # Tensors, then numbers: a stack and a constant.
+        {"a": "tt", "b": "tt"},  # Tensors only.
+        {"a": "nt", "b": "tn"},  # Mixed in any order.
+    ],
+)
+def test_tensors_and_numbers_in_any_order_give_the_same_means(kinds):
+    values = {"a": (6.0, 3.0), "b": (2.0, 4.0)}
+    given = {
+        name: tuple(
+            keras.ops.convert_to_tensor(np.float32(number)) if kind == "t" else number
+            for kind, number in zip(kinds[name], values[name])
+        )
+        for name in values
+    }
+    logs = DistillationLogs(["a", "b"])
+    logs.update_state(given)
+    logs.update_state({"b": values["b"]})
+    assert _values(logs) == pytest.approx({"a": 2.0, "b": 0.5})
+
+
+def test_reset_clears_the_means():
+    logs = DistillationLogs(["loss"])
+    logs.update_state({"loss": (8.0, 4)})
     logs.reset_state()
     # A mean without any weight is 0, as for keras.metrics.Mean.
-    assert _values(logs) == {"loss": 0.0, "temperature": 3.0}
+    assert _values(logs) == {"loss": 0.0}
 
 
 def test_unknown_names_are_refused_with_the_names_it_keeps():
-    logs = DistillationLogs(["loss"], ["temperature"])
+    logs = DistillationLogs(["loss"])
     with pytest.raises(ValueError, match=r"Unknown mean names \['lost'\]; this metric keeps \['loss'\]"):
         logs.update_state({"lost": (1.0, 1.0)})
-    with pytest.raises(ValueError, match=r"Unknown value names \['alpha'\]"):
-        logs.update_state({"loss": (1.0, 1.0)}, {"alpha": 0.5})
 
 
 def test_tensors_of_other_dtypes_are_cast():
