@@ -570,8 +570,10 @@ class Distiller(keras.Model):
                 results[metric.name] = result
         # The temperature and alpha as they are now (inside a step: as the
         # step used them), read at every call: a callback may assign them.
-        results["temperature"] = ops.convert_to_tensor(self.temperature)
-        results["alpha"] = ops.convert_to_tensor(self.alpha)
+        # Copies, not the variables' own buffers: JAX donates those to the
+        # next jitted step, deleting them under a History that holds the logs.
+        results["temperature"] = ops.copy(self.temperature)
+        results["alpha"] = ops.copy(self.alpha)
         return results
 
     def _describe_alpha(self):

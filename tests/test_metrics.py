@@ -78,3 +78,28 @@ def test_the_distillers_logs_keep_loss_first():
     evaluated = distiller.evaluate(x, y, batch_size=8, verbose=0)
     assert evaluated[0] == pytest.approx(distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)["loss"])
     assert [metric.name for metric in distiller.metrics] == ["loss"]
+
+
+def test_logs_kept_by_a_callback_stay_readable_and_unchanged_after_later_steps():
+    # JAX donates the variables' buffers to the next jitted step (validation
+    # runs one at each epoch's end): logs kept as arrays must be copies.
+    from conftest import make_data, make_mlp
+    from keras_kd import Distiller
+
+    kept = []
+
+    class KeepLogs(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            kept.append(dict(logs))
+
+        def on_epoch_end(self, epoch, logs=None):
+            kept.append(dict(logs))
+
+    x, y = make_data(rows=16)
+    distiller = Distiller(make_mlp(8), make_mlp(4), temperature=3.0, alpha=0.5).compile(optimizer="sgd")
+    fit = distiller.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y), callbacks=[KeepLogs()])
+    history = fit.history
+    distiller.temperature.assign(5.0)
+    # Two steps and the epoch's end, twice, all at T = 3.
+    assert [float(keras.ops.convert_to_numpy(logs["temperature"])) for logs in kept] == pytest.approx([3.0] * 6)
+    assert [float(keras.ops.convert_to_numpy(value)) for value in history["temperature"]] == pytest.approx([3.0] * 2)
