@@ -7,8 +7,10 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 
+import keras_kd
 from bench import report, runner, torch_loop, workload
 from bench.pairs import PAIRS
 from conftest import REQUESTED_BACKEND
@@ -281,6 +283,32 @@ def test_cached_step_script_times_both_and_refuses_bad_sizes(capsys):
     assert "cached / student" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cached_step.main(["--rows", "1000"])
+
+
+def test_cached_step_ablations_train_on_the_cache_and_are_timed(capsys):
+    from bench import cached_step
+
+    fastest, _ = cached_step.main(["--epochs", "1", "--rows", "1024", "--ablations"])
+    assert set(fastest) == {"student", "cached", "no_logs", "bare_kd"} and min(fastest.values()) > 0
+    out = capsys.readouterr().out
+    assert "no_logs / student" in out and "bare_kd / student" in out
+
+
+@pytest.mark.parametrize("name", ["no_logs", "bare_kd"])
+def test_cached_step_ablation_learns_and_logs_its_loss_alone(name):
+    from bench import cached_step
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 8), dtype="float32"), rng.integers(0, 3, 256)
+    keras.utils.set_random_seed(0)
+    teacher = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(32,), name="teacher")
+    student = keras_kd.models.mlp_student((8,), num_classes=3, hidden_units=(8,))
+    distiller = cached_step.ABLATIONS[name](teacher, student, temperature=4.0, alpha=0.9)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    data = keras_kd.TeacherCache.for_distiller(distiller, x, batch_size=64).dataset(x, y, batch_size=64)
+    history = distiller.fit(data, epochs=5, verbose=0).history
+    assert set(history) == {"loss"}
+    assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]
 
 
 def test_mlp_twins_match_the_keras_pair():
