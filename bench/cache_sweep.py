@@ -1,6 +1,7 @@
 """Profile: a cached epoch against the student alone, and a sweep on one teacher cache (issue 15).
 
-`KERAS_BACKEND=jax python -m bench.cache_sweep [--rounds 3] [--sweep] [--trials 9] [--sweep-epochs 1]`
+`KERAS_BACKEND=jax python -m bench.cache_sweep [--rounds 3] [--sweep] [--trials 9] [--sweep-epochs 1]
+[--jax-compilation-cache DIR]`
 
 The overhead-bound pair of `python -m bench` (teacher 784-1024-1024-10,
 student 784-32-10, 16,384 random rows, batch 512). First the fastest of
@@ -10,7 +11,9 @@ one: `--trials` fresh students, each distilled for `--sweep-epochs` from one
 cache (one teacher pass, included), against the same number of students
 trained alone plus that teacher pass. A new Distiller per trial pays its own
 tracing and compilation, as a tuner's trial does, and the teacher's
-fingerprint is computed once and then only checked.
+fingerprint is computed once and then only checked. With
+`--jax-compilation-cache DIR` (JAX only), JAX's persistent compilation cache
+in DIR lets every trial after the first reuse the compiled steps.
 """
 
 import argparse
@@ -27,7 +30,21 @@ parser.add_argument("--rounds", type=int, default=3)
 parser.add_argument("--sweep", action="store_true")
 parser.add_argument("--trials", type=int, default=9)
 parser.add_argument("--sweep-epochs", type=int, default=1)
+parser.add_argument(
+    "--jax-compilation-cache",
+    metavar="DIR",
+    help="JAX only: keep every compiled step in DIR (JAX's persistent compilation cache), so trials reuse them.",
+)
 args = parser.parse_args()
+if args.jax_compilation_cache:
+    if keras.config.backend() != "jax":
+        parser.error(f"--jax-compilation-cache needs KERAS_BACKEND=jax; Keras runs on {keras.config.backend()!r}.")
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", args.jax_compilation_cache)
+    # By default JAX keeps only compilations of a second or more.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 ROWS, BATCH = 16384, 512
 rng = np.random.default_rng(0)
