@@ -14,6 +14,11 @@ alone (as the student alone does), and `bare_kd` also replaces the loss by
 the textbook one, `alpha * T**2 * KL + (1 - alpha) * cross-entropy` averaged
 over the batch, without the Distiller's handling of unlabelled rows, sample
 weights, masks and per-position logits.
+
+`--compiled-steps` (JAX only) also times each model's jitted train step
+alone, called on one batch already on the device (no data pipeline, no
+Python loop of `fit`), and counts the fusions (XLA's kernels) in its
+optimized program.
 """
 
 import argparse
@@ -65,6 +70,51 @@ class BareKDDistiller(NoLogsDistiller):
 ABLATIONS = {"no_logs": NoLogsDistiller, "bare_kd": BareKDDistiller}
 
 
+def compiled_steps(models, rounds, steps=100):
+    """JAX: `{name: (fastest microseconds per step, fusions)}` of each model's jitted step on its batch.
+
+    `models` maps names to `(model, batch)`, each model fitted once (its
+    optimizer and metrics built) and `batch` one batch as its step takes it.
+    """
+    import jax
+
+    runs, fusions = {}, {}
+    for name, (model, batch) in models.items():
+        state = jax.tree_util.tree_map(
+            lambda value: value.copy(),
+            (
+                [variable.value for variable in model.trainable_variables],
+                [variable.value for variable in model.non_trainable_variables],
+                [variable.value for variable in model.optimizer.variables],
+                [variable.value for variable in model.metrics_variables],
+            ),
+        )
+        batch = jax.device_put(batch)
+        step = jax.jit(model.train_step, donate_argnums=0)
+        program = step.lower(state, batch).compile().as_text()
+        entry = program[program.index("ENTRY") :]
+        fusions[name] = sum(" fusion(" in line for line in entry.splitlines())
+        runs[name] = _stepper(step, state, batch, steps)
+    seconds = interleaved_seconds(runs, rounds)
+    return {name: (min(values) / steps * 1e6, fusions[name]) for name, values in seconds.items()}
+
+
+def _stepper(step, state, batch, steps):
+    """A function running `steps` steps from the last state it reached, and waiting for them."""
+    import jax
+
+    current = [state]
+
+    def run():
+        state = current[0]
+        for _ in range(steps):
+            _, state = step(state, batch)
+        current[0] = jax.block_until_ready(state)
+
+    run()  # Compiles.
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15, help="Timed epochs of each (default 15).")
@@ -72,7 +122,14 @@ def main(argv=None):
     parser.add_argument(
         "--ablations", action="store_true", help="Also time the Distiller without its logs, and a bare KD loss."
     )
+    parser.add_argument(
+        "--compiled-steps",
+        action="store_true",
+        help="JAX only: also time each jitted step alone on one batch and count its fusions.",
+    )
     args = parser.parse_args(argv)
+    if args.compiled_steps and keras.config.backend() != "jax":
+        parser.error(f"--compiled-steps needs KERAS_BACKEND=jax; Keras runs on {keras.config.backend()!r}.")
     if args.epochs < 1 or args.rows < 512 or args.rows % 512:
         parser.error(f"--epochs must be >= 1 and --rows a multiple of 512; got {args.epochs} and {args.rows}.")
     pair = PAIRS["overhead"]
@@ -109,6 +166,17 @@ def main(argv=None):
     )
     times = ", ".join(f"{name} {fastest[name]:.4f} s" for name in epochs)
     print(f"{keras.config.backend()}: {times} (fastest of {args.epochs}); {ratios}")
+    if args.compiled_steps:
+        x_batch, y_batch, _ = (
+            None if part is None else keras.tree.map_structure(lambda a: a[:512], part) for part in data.keras_arrays()
+        )
+        models = {"student": (alone, (x[:512], y[:512]))}
+        models.update({name: (distiller, (x_batch, y_batch)) for name, distiller in distillers.items()})
+        steps = compiled_steps(models, args.epochs)
+        print(
+            "compiled steps alone: "
+            + ", ".join(f"{name} {micros:.0f} us ({count} fusions)" for name, (micros, count) in steps.items())
+        )
     return fastest, median
 
 

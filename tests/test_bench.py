@@ -294,6 +294,25 @@ def test_cached_step_ablations_train_on_the_cache_and_are_timed(capsys):
     assert "no_logs / student" in out and "bare_kd / student" in out
 
 
+def test_cached_step_compiled_steps_are_timed_and_counted_on_jax_only(capsys):
+    from bench import cached_step
+
+    arguments = ["--epochs", "1", "--rows", "1024", "--ablations", "--compiled-steps"]
+    if keras.config.backend() != "jax":
+        with pytest.raises(SystemExit):
+            cached_step.main(arguments)
+        assert "--compiled-steps needs KERAS_BACKEND=jax" in capsys.readouterr().err
+        return
+    cached_step.main(arguments)
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("compiled steps alone: student ")
+    for name in ("cached", "no_logs", "bare_kd"):
+        assert f" {name} " in line
+    # Each step has kernels; the Distiller's KD adds some to the student's.
+    counts = [int(part.split("(")[1].split()[0]) for part in line.split(", ")]
+    assert min(counts) > 0 and counts[1] > counts[0]
+
+
 @pytest.mark.parametrize("name", ["no_logs", "bare_kd"])
 def test_cached_step_ablation_learns_and_logs_its_loss_alone(name):
     from bench import cached_step
