@@ -167,11 +167,14 @@ def main(argv=None):
     times = ", ".join(f"{name} {fastest[name]:.4f} s" for name in epochs)
     print(f"{keras.config.backend()}: {times} (fastest of {args.epochs}); {ratios}")
     if args.compiled_steps:
-        x_batch, y_batch, _ = (
-            None if part is None else keras.tree.map_structure(lambda a: a[:512], part) for part in data.keras_arrays()
-        )
+        cached_x, cached_y, _ = data.keras_arrays()
+
+        def first_batch(arrays):
+            return keras.tree.map_structure(lambda array: array[:512], arrays)
+
         models = {"student": (alone, (x[:512], y[:512]))}
-        models.update({name: (distiller, (x_batch, y_batch)) for name, distiller in distillers.items()})
+        for name, distiller in distillers.items():
+            models[name] = (distiller, (first_batch(cached_x), first_batch(cached_y)))
         steps = compiled_steps(models, args.epochs)
         print(
             "compiled steps alone: "
