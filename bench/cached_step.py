@@ -4,7 +4,7 @@
 pair (`bench.pairs.PAIRS["overhead"]`), a cache of its teacher's logits, a
 Distiller on that cache and the student alone, then times one epoch of each
 in turn, `--epochs` times, and prints the fastest and median epochs and
-their ratios. With nothing but these two in the process, it tells a change
+their ratios, and the median of each round's ratio (`paired`). With nothing but these two in the process, it tells a change
 to the cached step from the run-to-run spread of `python -m bench`.
 
 `--ablations` adds two Distillers on the same cache that show what the
@@ -44,6 +44,20 @@ def interleaved_seconds(runs, rounds):
             run()
             seconds[name].append(time.perf_counter() - start)
     return seconds
+
+
+def paired_ratios(seconds, baseline):
+    """The median over rounds of each run's seconds over `baseline`'s in the same round.
+
+    Each round times every run back to back, so a slower spell of a shared
+    machine slows both sides of a round's ratio: the median of these
+    ratios moves less than the ratio of the fastest (or median) epochs.
+    """
+    return {
+        name: float(np.median(np.asarray(values) / np.asarray(seconds[baseline])))
+        for name, values in seconds.items()
+        if name != baseline
+    }
 
 
 class NoLogsDistiller(keras_kd.Distiller):
@@ -159,9 +173,10 @@ def main(argv=None):
     seconds = interleaved_seconds(epochs, args.epochs)
     fastest = {name: min(values) for name, values in seconds.items()}
     median = {name: float(np.median(values)) for name, values in seconds.items()}
+    paired = paired_ratios(seconds, "student")
     ratios = ", ".join(
         f"{name} / student {fastest[name] / fastest['student']:.3f} fastest, "
-        f"{median[name] / median['student']:.3f} median"
+        f"{median[name] / median['student']:.3f} median, {paired[name]:.3f} paired"
         for name in distillers
     )
     times = ", ".join(f"{name} {fastest[name]:.4f} s" for name in epochs)
@@ -180,7 +195,7 @@ def main(argv=None):
             "compiled steps alone: "
             + ", ".join(f"{name} {micros:.0f} us ({count} fusions)" for name, (micros, count) in steps.items())
         )
-    return fastest, median
+    return fastest, median, paired
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ machine are generated; everything below `ANALYSIS_MARKER` in an existing file
 """
 
 import os
+import statistics
 
 from bench import workload
 from bench.pairs import PAIRS
@@ -66,7 +67,9 @@ def verdict_lines(results):
             for backend in backends:
                 value = _ratio(by_key, backend, numerator, denominator)
                 if value is not None:
-                    lines.append(f"{pair_name} {backend}: {name} = {_verdict(value, limit)} (target <= {limit:.2f})")
+                    line = f"{pair_name} {backend}: {name} = {_verdict(value, limit)} (target <= {limit:.2f})"
+                    paired = _paired_ratio(by_key, backend, numerator, denominator)
+                    lines.append(line if paired is None else f"{line}; paired rounds {paired:.2f}")
     return lines
 
 
@@ -213,7 +216,8 @@ def _pair_section(pair, results):
         cells = []
         for backend in backends:
             value = _ratio(by_key, backend, numerator, denominator)
-            cells.append(_verdict(value, limit))
+            paired = _paired_ratio(by_key, backend, numerator, denominator)
+            cells.append(_verdict(value, limit) + ("" if paired is None else f" (paired {paired:.2f})"))
         label = name + (f" (<= {limit:.2f})" if limit is not None else " (no target)")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -353,6 +357,25 @@ def _ratio(by_key, backend, numerator, denominator, pair=None):
     if None in top or None in bottom:
         return None
     return sum(top) / sum(bottom)
+
+
+def _paired_ratio(by_key, backend, numerator, denominator):
+    """The median over rounds of the ratio within each round, for interleaved runs; else None.
+
+    Every round of an interleaved run times each configuration once, back to
+    back: a slow spell of a shared machine slows both sides of that round's
+    ratio, so this median moves less than the ratio of the fastest epochs
+    (on which the verdicts stay).
+    """
+    results = [by_key.get((backend, config)) for config in (*numerator, *denominator)]
+    if any(result is None or "error" in result or not result.get("interleaved") for result in results):
+        return None
+    rounds = {len(result["epoch_seconds"]) for result in results}
+    if len(rounds) != 1:
+        return None
+    top = [sum(values) for values in zip(*(result["epoch_seconds"] for result in results[: len(numerator)]))]
+    bottom = [sum(values) for values in zip(*(result["epoch_seconds"] for result in results[len(numerator) :]))]
+    return statistics.median(t / b for t, b in zip(top, bottom))
 
 
 def _verdict(value, limit, at_least=False):

@@ -191,6 +191,12 @@ class Distiller(keras.Model):
         return not (self._alpha_value.is_constant and self._alpha_value.initial_value == 1.0)
 
     @property
+    def _reads_step(self):
+        """Whether a training step needs its step number: for a schedule, or a loss that reads it."""
+        schedules = not (self._temperature_value.is_constant and self._alpha_value.is_constant)
+        return schedules or getattr(self.distillation_loss, "uses_step", True)
+
+    @property
     def transforms_inputs(self):
         """True when training batches are augmented or mixed inside the step.
 
@@ -415,7 +421,7 @@ class Distiller(keras.Model):
         if y is None and self.uses_labels and training:
             raise self._missing_labels_error()
         step = None
-        if training:
+        if training and self._reads_step:
             step = ops.cast(self.optimizer.iterations, "float32")
             if not self._temperature_value.is_constant:
                 self.temperature.assign(self._temperature_value.at_step(step))
@@ -436,13 +442,10 @@ class Distiller(keras.Model):
             teacher_logits, teacher_features = model_checks.split_outputs(
                 self._teacher_view(x, training=False), self.feature_matches
             )
-        else:
-            teacher_logits, teacher_features = kd_cache.cached_teacher_outputs(
-                cached_outputs, [match.teacher_layer for match in self.feature_matches]
-            )
-        teacher_logits = ops.stop_gradient(teacher_logits)
-        teacher_features = [ops.stop_gradient(feature) for feature in teacher_features]
-        return teacher_logits, teacher_features
+            teacher_logits = ops.stop_gradient(teacher_logits)
+            return teacher_logits, [ops.stop_gradient(feature) for feature in teacher_features]
+        # Cached outputs are data: no gradient reaches them.
+        return kd_cache.cached_teacher_outputs(cached_outputs, [match.teacher_layer for match in self.feature_matches])
 
     def compute_step_loss(self, batch, training):
         """Runs the student once and returns the loss and what metrics need.
@@ -459,8 +462,8 @@ class Distiller(keras.Model):
             student_logits, batch.sample_weight, self._position_mask(batch.x, student_logits)
         )
         # Read at every step, constant or not: a callback may assign them.
-        temperature = ops.convert_to_tensor(self.temperature)
-        alpha = ops.convert_to_tensor(self.alpha)
+        temperature = _casting.float32(self.temperature)
+        alpha = _casting.float32(self.alpha)
         soft = self.distillation_loss(batch.teacher_logits, student_logits, temperature, step=batch.step)
         terms = {"distillation_loss": kd_positions.mean_over_positions(soft, positions)}
         loss = alpha * terms["distillation_loss"]
@@ -519,9 +522,11 @@ class Distiller(keras.Model):
 
         Teacher agreement and the compiled metrics count valid positions only.
         """
-        batch_size = ops.shape(outputs.student_logits)[0]
         # A Python number where the shape is static (JAX, torch), else a tensor.
-        batch_size = float(batch_size) if isinstance(batch_size, int) else ops.cast(batch_size, "float32")
+        batch_size = outputs.student_logits.shape[0]
+        if batch_size is None:
+            batch_size = ops.cast(ops.shape(outputs.student_logits)[0], "float32")
+        batch_size = float(batch_size) if isinstance(batch_size, int) else batch_size
         agreement = ops.argmax(outputs.student_logits, axis=-1) == ops.argmax(batch.teacher_logits, axis=-1)
         agreement = ops.cast(agreement, "float32")
         if outputs.positions.valid is not None:

@@ -1041,12 +1041,18 @@ class DistillationLoss(_ConfiguredLoss):
     standardization, and passes everything to `call`, which subclasses
     implement and which returns one value per example.
 
+    A subclass whose `call` ignores `step` sets `uses_step = False`: the
+    Distiller then passes `step=None` where no schedule needs the step
+    either, and spares the step the op that reads it.
+
     Args:
         standardize: Standardize each example's teacher and student logits
             first (Sun et al., "Logit Standardization in Knowledge
             Distillation", CVPR 2024; see `standardize_logits`).
         name: Name of the loss; defaults to the class name in snake_case.
     """
+
+    uses_step = True
 
     def __init__(self, *, standardize=False, name=None):
         super().__init__(name)
@@ -1092,6 +1098,8 @@ class SoftTargetKL(DistillationLoss):
     assert bool(loss[0] < 1e-4)  # float32 rounding only: the standardized logits agree
     ```
     """
+
+    uses_step = False
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
         return soft_target_kl(teacher_logits, student_logits, temperature)
@@ -1142,6 +1150,11 @@ class DecoupledKD(DistillationLoss):
             raise ValueError(f"`warmup_steps` must be an integer >= 0 (0 turns the warm-up off); got {warmup_steps!r}.")
         self.warmup_steps = int(warmup_steps)
 
+    @property
+    def uses_step(self):
+        """Only the warm-up reads the step."""
+        return self.warmup_steps > 0
+
     def warmup_weight(self, step):
         """`min(step / warmup_steps, 1)`, or 1.0 without a step or a warm-up."""
         if step is None or self.warmup_steps == 0:
@@ -1186,6 +1199,8 @@ class ReverseKL(DistillationLoss):
     ```
     """
 
+    uses_step = False
+
     def call(self, teacher_logits, student_logits, temperature, step=None):
         return reverse_kl(teacher_logits, student_logits, temperature)
 
@@ -1224,6 +1239,8 @@ class GeneralizedJSD(DistillationLoss):
     ```
     """
 
+    uses_step = False
+
     def __init__(self, beta=0.5, standardize=False, name=None):
         super().__init__(standardize=standardize, name=name)
         self.beta = _check_beta(beta)
@@ -1257,6 +1274,8 @@ class TotalVariation(DistillationLoss):
     assert abs(float(losses.TotalVariation()(teacher, -teacher, 1.0)[0]) - 1.0) < 1e-6
     ```
     """
+
+    uses_step = False
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
         return total_variation(teacher_logits, student_logits, temperature)

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_kd import _casting, transfer
+from keras_kd import backend as kd_backend
 from keras_kd import positions as kd_positions
 from keras_kd.backend import _keras_compat
 
@@ -55,7 +56,9 @@ class DistillationLogs(keras.metrics.Metric):
     def result(self):
         count = len(self.names)
         sums = _casting.float32(self.sums)
-        return dict(zip(self.names, ops.unstack(ops.divide_no_nan(sums[:count], sums[count:]))))
+        totals, weights = sums[:count], sums[count:]
+        # divide_no_nan, in the fewer ops of a `where` (its other branch is never used).
+        return dict(zip(self.names, ops.unstack(ops.where(weights != 0, totals / weights, 0.0))))
 
     def get_config(self):
         return {**super().get_config(), "names": list(self.names)}
@@ -64,20 +67,17 @@ class DistillationLogs(keras.metrics.Metric):
 def _vector(values):
     """A float32 vector of scalars: tensors, then Python numbers (static sizes and counts).
 
-    The tensors go through one `stack` and the numbers become one NumPy
-    constant: on an eager backend, `stack` and `convert_to_tensor` of a
-    list cost microseconds per element. Numbers among the tensors are
-    stacked with them.
+    The tensors and the numbers go into one vector in one step of the
+    backend (`keras_kd.backend.float32_vector`). Numbers among the tensors
+    are stacked with them.
     """
     numbers = [isinstance(value, (int, float)) for value in values]
     tensors = numbers.count(False)
     if any(numbers[:tensors]):
         return ops.stack([_casting.float32(value) for value in values])
-    constants = np.asarray(values[tensors:], "float32")
     if not tensors:
-        return ops.convert_to_tensor(constants)
-    stacked = ops.stack([_casting.float32(value) for value in values[:tensors]])
-    return ops.concatenate([stacked, constants]) if len(constants) else stacked
+        return ops.convert_to_tensor(np.asarray(values, "float32"))
+    return kd_backend.float32_vector(values[:tensors], [float(value) for value in values[tensors:]])
 
 
 def update_compiled_metrics(compile_metrics, labels, logits, positions):

@@ -278,17 +278,26 @@ def test_the_pytorch_loop_on_precomputed_logits_and_its_student_alone():
 def test_cached_step_script_times_both_and_refuses_bad_sizes(capsys):
     from bench import cached_step
 
-    fastest, median = cached_step.main(["--epochs", "1", "--rows", "1024"])
+    fastest, median, paired = cached_step.main(["--epochs", "2", "--rows", "1024"])
     assert set(fastest) == set(median) == {"student", "cached"} and min(fastest.values()) > 0
+    assert set(paired) == {"cached"} and paired["cached"] > 0
     assert "cached / student" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cached_step.main(["--rows", "1000"])
 
 
+def test_paired_ratios_are_the_median_of_each_rounds_ratio():
+    from bench import cached_step
+
+    seconds = {"student": [1.0, 2.0, 4.0], "cached": [1.1, 2.6, 4.4]}
+    # Rounds 1.1, 1.3, 1.1: the slow middle round moves neither the median nor the fastest.
+    assert cached_step.paired_ratios(seconds, "student") == {"cached": pytest.approx(1.1)}
+
+
 def test_cached_step_ablations_train_on_the_cache_and_are_timed(capsys):
     from bench import cached_step
 
-    fastest, _ = cached_step.main(["--epochs", "1", "--rows", "1024", "--ablations"])
+    fastest, _, _ = cached_step.main(["--epochs", "1", "--rows", "1024", "--ablations"])
     assert set(fastest) == {"student", "cached", "no_logs", "bare_kd"} and min(fastest.values()) > 0
     out = capsys.readouterr().out
     assert "no_logs / student" in out and "bare_kd / student" in out
@@ -347,6 +356,12 @@ def test_overhead_targets_and_console_verdicts():
         "overhead jax: cached KD (logits) / student alone = 1.05 met (target <= 1.10)",
         "overhead jax: uncached KD (logits) / core Distiller (logits) = 1.10 **missed** (target <= 1.00)",
     ]
+    # Interleaved rounds add the median of each round's ratio (here 1.20, 1.10, 1.15).
+    for result, seconds in zip(results, ([1.0, 2.0, 2.0], [1.2, 2.2, 2.3], [2.2, 4.4, 4.4], [2.0, 4.0, 4.0])):
+        result.update(interleaved=True, epoch_seconds=seconds)
+    assert report.verdict_lines(results)[0] == (
+        "overhead jax: cached KD (logits) / student alone = 1.05 met (target <= 1.10); paired rounds 1.15"
+    )
     assert report.targets("overhead") is report.OVERHEAD_TARGETS
     assert report.targets("small") is report.TARGETS
 

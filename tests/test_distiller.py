@@ -198,6 +198,42 @@ def test_a_callable_alpha_schedule_and_jit_compile():
     assert history.history["alpha"] == pytest.approx([1.0, 0.75, 0.5])
 
 
+class _StepRecorder(keras_kd.losses.SoftTargetKL):
+    """The soft-target KL, recording the steps it is given (at trace time in a compiled step)."""
+
+    def __init__(self, uses_step, **kwargs):
+        super().__init__(**kwargs)
+        self.uses_step = uses_step
+        self.given = []
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        self.given.append(None if step is None else "step")
+        return super().call(teacher_logits, student_logits, temperature, step=step)
+
+
+@pytest.mark.parametrize(
+    "uses_step, temperature, given",
+    [
+        (True, 2.0, "step"),  # A loss that reads the step gets it.
+        (False, 2.0, None),  # One that ignores it does not, while nothing else needs it...
+        (
+            False,
+            keras.optimizers.schedules.PolynomialDecay(5.0, 4, end_learning_rate=1.0),
+            "step",
+        ),  # ...a schedule does.
+    ],
+)
+def test_the_step_reaches_the_losses_that_read_it(uses_step, temperature, given):
+    teacher, student = make_pair()
+    x, y = make_data(rows=16)
+    loss = _StepRecorder(uses_step)
+    distiller = keras_kd.Distiller(teacher, student, temperature=temperature, distillation_loss=loss)
+    distiller.compile(optimizer="sgd").fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert loss.given and set(loss.given) == {given}
+    assert keras_kd.losses.SoftTargetKL().uses_step is False
+    assert keras_kd.losses.DecoupledKD(warmup_steps=10).uses_step and not keras_kd.losses.DecoupledKD().uses_step
+
+
 @pytest.mark.parametrize("mode", [{"run_eagerly": True}, {"jit_compile": True}])
 def test_eager_and_compiled_steps_agree(mode):
     teacher, student = make_pair()

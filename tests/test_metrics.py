@@ -55,6 +55,12 @@ def test_reset_clears_the_means():
     assert _values(logs) == {"loss": 0.0}
 
 
+def test_a_mean_of_no_weight_is_0_whatever_its_sum():
+    logs = DistillationLogs(["loss", "agreement"])
+    logs.update_state({"loss": (5.0, 0.0), "agreement": (keras.ops.convert_to_tensor(np.float32(3.0)), 4.0)})
+    assert _values(logs) == {"loss": 0.0, "agreement": 0.75}
+
+
 def test_unknown_names_are_refused_with_the_names_it_keeps():
     logs = DistillationLogs(["loss"])
     with pytest.raises(ValueError, match=r"Unknown mean names \['lost'\]; this metric keeps \['loss'\]"):

@@ -8,10 +8,13 @@ import torch
 def train_step(distiller, data):
     with torch.no_grad():
         batch = distiller.prepare_batch(data, training=True)
-    distiller.zero_grad()
+    variables = distiller.trainable_variables
+    # The gradients left by the last step, cleared: `distiller.zero_grad()`
+    # would also walk the teacher's modules, which never have any.
+    for variable in variables:
+        variable.value.grad = None
     outputs = distiller.compute_step_loss(batch, training=True)
     distiller.optimizer.scale_loss(outputs.loss).backward()
-    variables = distiller.trainable_variables
     gradients = [variable.value.grad for variable in variables]
     with torch.no_grad():
         distiller.optimizer.apply(gradients, variables)
@@ -24,6 +27,15 @@ def test_step(distiller, data):
         batch = distiller.prepare_batch(data, training=False)
         outputs = distiller.compute_step_loss(batch, training=False)
         return distiller.update_metrics(batch, outputs)
+
+
+def float32_vector(tensors, numbers):
+    # torch.stack of tensors already on the device: `keras.ops.stack`
+    # converts each element again, several microseconds apiece.
+    vector = torch.stack([tensor.to(torch.float32) for tensor in tensors])
+    if not numbers:
+        return vector
+    return torch.cat((vector, torch.tensor(numbers, dtype=torch.float32, device=vector.device)))
 
 
 def value_version(variable):
