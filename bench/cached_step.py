@@ -19,6 +19,10 @@ weights, masks and per-position logits.
 alone, called on one batch already on the device (no data pipeline, no
 Python loop of `fit`), and counts the fusions (XLA's kernels) in its
 optimized program.
+
+`--eager-steps` (torch only) likewise times each model's train function
+alone, called on one batch already converted to tensors: the data path
+left out, the step as `fit` runs it.
 """
 
 import argparse
@@ -113,6 +117,28 @@ def compiled_steps(models, rounds, steps=100):
     return {name: (min(values) / steps * 1e6, fusions[name]) for name, values in seconds.items()}
 
 
+def eager_steps(models, rounds, steps=64):
+    """torch: `{name: (fastest microseconds per step, paired ratio to "student")}` of each model's train function.
+
+    `models` maps names to `(model, batch)` as for `compiled_steps`, one of
+    them named "student".
+    """
+    runs = {}
+    for name, (model, batch) in models.items():
+        model.make_train_function()
+        data = [keras.tree.map_structure(ops.convert_to_tensor, batch)]
+
+        def run(function=model.train_function, data=data):
+            for _ in range(steps):
+                function(data)
+
+        run()  # Warms up.
+        runs[name] = run
+    seconds = interleaved_seconds(runs, rounds)
+    paired = {"student": 1.0, **paired_ratios(seconds, "student")}
+    return {name: (min(values) / steps * 1e6, paired[name]) for name, values in seconds.items()}
+
+
 def _stepper(step, state, batch, steps):
     """A function running `steps` steps from the last state it reached, and waiting for them."""
     import jax
@@ -141,9 +167,16 @@ def main(argv=None):
         action="store_true",
         help="JAX only: also time each jitted step alone on one batch and count its fusions.",
     )
+    parser.add_argument(
+        "--eager-steps",
+        action="store_true",
+        help="torch only: also time each train function alone on one batch of tensors.",
+    )
     args = parser.parse_args(argv)
     if args.compiled_steps and keras.config.backend() != "jax":
         parser.error(f"--compiled-steps needs KERAS_BACKEND=jax; Keras runs on {keras.config.backend()!r}.")
+    if args.eager_steps and keras.config.backend() != "torch":
+        parser.error(f"--eager-steps needs KERAS_BACKEND=torch; Keras runs on {keras.config.backend()!r}.")
     if args.epochs < 1 or args.rows < 512 or args.rows % 512:
         parser.error(f"--epochs must be >= 1 and --rows a multiple of 512; got {args.epochs} and {args.rows}.")
     pair = PAIRS["overhead"]
@@ -181,7 +214,7 @@ def main(argv=None):
     )
     times = ", ".join(f"{name} {fastest[name]:.4f} s" for name in epochs)
     print(f"{keras.config.backend()}: {times} (fastest of {args.epochs}); {ratios}")
-    if args.compiled_steps:
+    if args.compiled_steps or args.eager_steps:
         cached_x, cached_y, _ = data.keras_arrays()
 
         def first_batch(arrays):
@@ -190,6 +223,13 @@ def main(argv=None):
         models = {"student": (alone, (x[:512], y[:512]))}
         for name, distiller in distillers.items():
             models[name] = (distiller, (first_batch(cached_x), first_batch(cached_y)))
+    if args.eager_steps:
+        steps = eager_steps(models, args.epochs)
+        print(
+            "train functions alone: "
+            + ", ".join(f"{name} {micros:.0f} us ({ratio:.3f} paired)" for name, (micros, ratio) in steps.items())
+        )
+    if args.compiled_steps:
         steps = compiled_steps(models, args.epochs)
         print(
             "compiled steps alone: "

@@ -303,6 +303,20 @@ def test_cached_step_ablations_train_on_the_cache_and_are_timed(capsys):
     assert "no_logs / student" in out and "bare_kd / student" in out
 
 
+def test_cached_step_eager_steps_are_timed_on_torch_only(capsys):
+    from bench import cached_step
+
+    arguments = ["--epochs", "1", "--rows", "1024", "--eager-steps"]
+    if keras.config.backend() != "torch":
+        with pytest.raises(SystemExit):
+            cached_step.main(arguments)
+        assert "--eager-steps needs KERAS_BACKEND=torch" in capsys.readouterr().err
+        return
+    cached_step.main(arguments)
+    out = capsys.readouterr().out
+    assert "train functions alone: student" in out and "cached" in out.split("train functions alone:")[1]
+
+
 def test_cached_step_compiled_steps_are_timed_and_counted_on_jax_only(capsys):
     from bench import cached_step
 
