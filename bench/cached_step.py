@@ -3,9 +3,10 @@
 `KERAS_BACKEND=torch python -m bench.cached_step` builds the overhead-bound
 pair (`bench.pairs.PAIRS["overhead"]`), a cache of its teacher's logits, a
 Distiller on that cache and the student alone, then times one epoch of each
-in turn, `--epochs` times, and prints the fastest and median epochs and
-their ratios, and the median of each round's ratio (`paired`). With nothing but these two in the process, it tells a change
-to the cached step from the run-to-run spread of `python -m bench`.
+in turn, `--epochs` times, and prints the fastest and median epochs, their
+ratios, and the median of each round's ratio (`paired`). With nothing but
+these two in the process, it tells a change to the cached step from the
+run-to-run spread of `python -m bench`.
 
 `--ablations` adds two Distillers on the same cache that show what the
 cached step's parts cost (diagnostics, not configurations a user would run):

@@ -526,7 +526,8 @@ class Distiller(keras.Model):
         batch_size = outputs.student_logits.shape[0]
         if batch_size is None:
             batch_size = ops.cast(ops.shape(outputs.student_logits)[0], "float32")
-        batch_size = float(batch_size) if isinstance(batch_size, int) else batch_size
+        else:
+            batch_size = float(batch_size)
         agreement = ops.argmax(outputs.student_logits, axis=-1) == ops.argmax(batch.teacher_logits, axis=-1)
         agreement = ops.cast(agreement, "float32")
         if outputs.positions.valid is not None:

@@ -57,7 +57,7 @@ class DistillationLogs(keras.metrics.Metric):
         count = len(self.names)
         sums = _casting.float32(self.sums)
         totals, weights = sums[:count], sums[count:]
-        # divide_no_nan, in the fewer ops of a `where` (its other branch is never used).
+        # divide_no_nan in fewer ops: the `where` drops the division's 0 / 0 where no weight was added.
         return dict(zip(self.names, ops.unstack(ops.where(weights != 0, totals / weights, 0.0))))
 
     def get_config(self):

@@ -303,14 +303,23 @@ def test_cached_step_ablations_train_on_the_cache_and_are_timed(capsys):
     assert "no_logs / student" in out and "bare_kd / student" in out
 
 
+def _refused_off(backend, flag, arguments, capsys):
+    """On any backend but `backend`, checks that `bench.cached_step` refuses `flag`, and returns True."""
+    from bench import cached_step
+
+    if keras.config.backend() == backend:
+        return False
+    with pytest.raises(SystemExit):
+        cached_step.main(arguments)
+    assert f"{flag} needs KERAS_BACKEND={backend}" in capsys.readouterr().err
+    return True
+
+
 def test_cached_step_eager_steps_are_timed_on_torch_only(capsys):
     from bench import cached_step
 
     arguments = ["--epochs", "1", "--rows", "1024", "--eager-steps"]
-    if keras.config.backend() != "torch":
-        with pytest.raises(SystemExit):
-            cached_step.main(arguments)
-        assert "--eager-steps needs KERAS_BACKEND=torch" in capsys.readouterr().err
+    if _refused_off("torch", "--eager-steps", arguments, capsys):
         return
     cached_step.main(arguments)
     out = capsys.readouterr().out
@@ -321,10 +330,7 @@ def test_cached_step_compiled_steps_are_timed_and_counted_on_jax_only(capsys):
     from bench import cached_step
 
     arguments = ["--epochs", "1", "--rows", "1024", "--ablations", "--compiled-steps"]
-    if keras.config.backend() != "jax":
-        with pytest.raises(SystemExit):
-            cached_step.main(arguments)
-        assert "--compiled-steps needs KERAS_BACKEND=jax" in capsys.readouterr().err
+    if _refused_off("jax", "--compiled-steps", arguments, capsys):
         return
     cached_step.main(arguments)
     line = capsys.readouterr().out.splitlines()[-1]
