@@ -1,6 +1,7 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
 import collections
+import contextlib
 import os
 
 import keras
@@ -20,7 +21,7 @@ from keras_kd.cache import fingerprints as kd_fingerprints
 # `mixing` is `(partner, weight)` when mixup mixed the batch, else None.
 Batch = collections.namedtuple(
     "Batch",
-    ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step", "mixing"],
+    ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step", "mixing", "every_row_labeled"],
 )
 # What the loss computation hands to the metrics.
 # `positions`: the `keras_kd.positions.Positions` of the student's logits.
@@ -183,6 +184,9 @@ class Distiller(keras.Model):
         object.__setattr__(self, "_log_names", ("loss", *term_names, "teacher_agreement"))
         # Plain Python state, kept out of Keras's tracking.
         object.__setattr__(self, "_step_checks", fit_checks.StepChecks([self._temperature_value, self._alpha_value]))
+        # Set while fit trains on labels without a missing row (see `_training_on`).
+        object.__setattr__(self, "_every_row_labeled", False)
+        object.__setattr__(self, "_labeled_train_function", None)
         self.built = True
 
     @property
@@ -245,7 +249,12 @@ class Distiller(keras.Model):
         self._step_checks.begin(self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution)
         checks = self._step_checks
         kwargs = self._checked_validation_data(kwargs)
-        with kd_backend.keeping_state(self, checks), checks.clear_errors(), kd_fingerprints.teacher_kept_through(self):
+        with (
+            kd_backend.keeping_state(self, checks),
+            checks.clear_errors(),
+            kd_fingerprints.teacher_kept_through(self),
+            self._training_on(every_row_labeled=transfer.every_row_labeled(arguments.get("y"))),
+        ):
             return super().fit(checks.checked_data(batch.data), *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
@@ -261,6 +270,30 @@ class Distiller(keras.Model):
         checks = self._step_checks
         with kd_backend.keeping_state(self, checks), checks.clear_errors(), kd_fingerprints.teacher_kept_through(self):
             return super().evaluate(checks.checked_data(batch.data), *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _training_on(self, every_row_labeled):
+        """Trains with the step for labels that no row misses when they are such, else the general one.
+
+        That step skips the label masks of transfer sets (`keras_kd.transfer`):
+        the same loss and gradients in fewer ops. A compiled step (TensorFlow,
+        JAX) fixes which one it is when it is traced, so the Distiller keeps
+        a train function for each and hands `fit` the one its data allow;
+        outside this context (`train_on_batch`, a fit on other data) the
+        general step runs.
+        """
+        if not every_row_labeled:
+            yield
+            return
+        general = self.train_function
+        self.train_function = self._labeled_train_function
+        object.__setattr__(self, "_every_row_labeled", True)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_labeled_train_function", self.train_function)
+            object.__setattr__(self, "_every_row_labeled", False)
+            self.train_function = general
 
     @property
     def step_checks(self):
@@ -383,6 +416,8 @@ class Distiller(keras.Model):
         """
         self.hard_loss = kd_losses.resolve_hard_loss(loss)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        # Keras drops its train function; the one for fully labelled data goes with it.
+        object.__setattr__(self, "_labeled_train_function", None)
         # In place of Keras's loss tracker, so "loss" stays the first log.
         logs = kd_metrics.DistillationLogs(self._log_names, name="loss")
         _keras_compat.set_loss_tracker(self, logs)
@@ -434,7 +469,8 @@ class Distiller(keras.Model):
             x, partner, weight = transfer.mix_batch(x, self.mixup, self._mixup_seed)
             mixing = (partner, weight)
         teacher_logits, teacher_features = self._teacher_outputs(x, cached_outputs)
-        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step, mixing)
+        every_row_labeled = training and self._every_row_labeled
+        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step, mixing, every_row_labeled)
 
     def _teacher_outputs(self, x, cached_outputs):
         """The teacher's logits and matched features, from the cache if the batch has them."""
@@ -500,21 +536,24 @@ class Distiller(keras.Model):
 
         Returns the loss and the share of each position that is labelled
         (1 or 0; between them for a mixup of a labelled and an unlabelled
-        example).
+        example), or None while `fit` knows that every row is labelled.
         """
 
-        def masked_loss(labels):
+        def loss_of(labels):
+            if batch.every_row_labeled:
+                return _casting.float32(self.hard_loss(labels, student_logits)), None
             labeled = kd_positions.labeled_positions(labels, student_logits)
             loss = self.hard_loss(transfer.fill_missing_labels(labels), student_logits)
             return _casting.float32(loss) * labeled, labeled
 
-        hard, labeled = masked_loss(batch.y)
+        hard, labeled = loss_of(batch.y)
         if batch.mixing is not None:
             partner, weight = batch.mixing
             weight = ops.reshape(weight, (-1,) + (1,) * (len(hard.shape) - 1))
-            partner_hard, partner_labeled = masked_loss(ops.take(batch.y, partner, axis=0))
+            partner_hard, partner_labeled = loss_of(ops.take(batch.y, partner, axis=0))
             hard = weight * hard + (1.0 - weight) * partner_hard
-            labeled = weight * labeled + (1.0 - weight) * partner_labeled
+            if labeled is not None:
+                labeled = weight * labeled + (1.0 - weight) * partner_labeled
         return hard, labeled
 
     def update_metrics(self, batch, outputs):
@@ -546,7 +585,9 @@ class Distiller(keras.Model):
                 partner, weight = batch.mixing
                 larger_share_is_own = ops.reshape(weight >= 0.5, (-1,) + (1,) * (len(labels.shape) - 1))
                 labels = ops.where(larger_share_is_own, labels, ops.take(labels, partner, axis=0))
-            kd_metrics.update_compiled_metrics(compile_metrics, labels, outputs.student_logits, outputs.positions)
+            kd_metrics.update_compiled_metrics(
+                compile_metrics, labels, outputs.student_logits, outputs.positions, batch.every_row_labeled
+            )
             return self.get_metrics_result()
         # Label-free batches log no label metrics (rather than a stale 0.0
         # once labelled validation data has built them).

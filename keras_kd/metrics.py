@@ -80,21 +80,25 @@ def _vector(values):
     return kd_backend.float32_vector(values[:tensors], [float(value) for value in values[tensors:]])
 
 
-def update_compiled_metrics(compile_metrics, labels, logits, positions):
+def update_compiled_metrics(compile_metrics, labels, logits, positions, every_row_labeled=False):
     """Updates `compile(metrics=..., weighted_metrics=...)` on labelled, valid positions only.
 
     Keras applies `sample_weight` to `weighted_metrics` alone; the positions
     marked unlabelled, masked or padded must leave out of both kinds, so
     each kind gets the label mask times the valid positions (times the
     sample weights for the weighted kind). `positions` is the
-    `keras_kd.positions.Positions` of `logits`.
+    `keras_kd.positions.Positions` of `logits`; `every_row_labeled` (known
+    of the data by `Distiller.fit`) spares the label mask.
     """
     if not compile_metrics.built:
         compile_metrics.build(labels, logits)
-    labeled = kd_positions.labeled_positions(labels, logits)
-    labels = transfer.fill_missing_labels(labels)
-    plain = labeled if positions.valid is None else labeled * positions.valid
-    weighted = labeled if positions.weights is None else labeled * positions.weights
+    if every_row_labeled:
+        plain, weighted = positions.valid, positions.weights
+    else:
+        labeled = kd_positions.labeled_positions(labels, logits)
+        labels = transfer.fill_missing_labels(labels)
+        plain = labeled if positions.valid is None else labeled * positions.valid
+        weighted = labeled if positions.weights is None else labeled * positions.weights
     plain_metrics, weighted_metrics = _keras_compat.flat_compile_metrics(compile_metrics)
     for metrics, weights in ((plain_metrics, plain), (weighted_metrics, weighted)):
         for metric in metrics:

@@ -77,6 +77,20 @@ def with_transfer_set(x_labeled, y_labeled, x_unlabeled):
     return np.concatenate([x_labeled, x_unlabeled]), np.concatenate([y_labeled, missing])
 
 
+def every_row_labeled(labels):
+    """True when `labels` are a NumPy array of numbers with no entry marked `UNLABELED`.
+
+    `Distiller.fit` trains on such labels with a step that skips the label
+    masks of transfer sets: the same losses and gradients, in fewer ops.
+    False for anything else (tensors, datasets, generators, None), whose
+    rows are masked step by step.
+    """
+    if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iuf" or not labels.size:
+        return False
+    # A NaN minimum compares False: NaN labels are masked, as the step masks them.
+    return bool(labels.min() >= 0)
+
+
 def label_mask(labels):
     """1.0 for labelled examples, 0.0 for those marked `UNLABELED`, per example.
 
