@@ -190,6 +190,16 @@ class Distiller(keras.Model):
         self.built = True
 
     @property
+    def metrics(self):
+        """The metrics of this model, as `keras.Model.metrics`, less any of the frozen teacher's layers.
+
+        The teacher trains no metric of the Distiller's. Keras lists the
+        metrics at every step a trainer runs eagerly (torch) by walking
+        every layer: with a ResNet-50 teacher, 0.26 ms a step on a CPU.
+        """
+        return _keras_compat.metrics_apart_from(self, getattr(self, "teacher", None))
+
+    @property
     def uses_labels(self):
         """False only for label-free distillation (alpha fixed at 1.0)."""
         return not (self._alpha_value.is_constant and self._alpha_value.initial_value == 1.0)
@@ -567,8 +577,7 @@ class Distiller(keras.Model):
             batch_size = ops.cast(ops.shape(outputs.student_logits)[0], "float32")
         else:
             batch_size = float(batch_size)
-        agreement = ops.argmax(outputs.student_logits, axis=-1) == ops.argmax(batch.teacher_logits, axis=-1)
-        agreement = ops.cast(agreement, "float32")
+        agreement = kd_backend.top1_agreements(outputs.student_logits, batch.teacher_logits)
         if outputs.positions.valid is not None:
             agreement = agreement * outputs.positions.valid
         # Means weighted by the batch size (the loss and its terms) and by
@@ -617,10 +626,7 @@ class Distiller(keras.Model):
                 results[metric.name] = result
         # The temperature and alpha as they are now (inside a step: as the
         # step used them), read at every call: a callback may assign them.
-        # Copies, not the variables' own buffers: JAX donates those to the
-        # next jitted step, deleting them under a History that holds the logs.
-        results["temperature"] = ops.copy(self.temperature)
-        results["alpha"] = ops.copy(self.alpha)
+        results["temperature"], results["alpha"] = kd_backend.copies([self.temperature, self.alpha])
         return results
 
     def _describe_alpha(self):

@@ -48,17 +48,13 @@ class DistillationLogs(keras.metrics.Metric):
         if unknown:
             raise ValueError(f"Unknown mean names {unknown}; this metric keeps {list(self.names)}.")
         pairs = [means.get(name, (0.0, 0.0)) for name in self.names]
-        self.sums.assign_add(_vector([pair[0] for pair in pairs] + [pair[1] for pair in pairs]))
+        kd_backend.assign_add(self.sums, _vector([pair[0] for pair in pairs] + [pair[1] for pair in pairs]))
 
     def reset_state(self):
         self.sums.assign(ops.zeros(self.sums.shape, dtype=self.dtype))
 
     def result(self):
-        count = len(self.names)
-        sums = _casting.float32(self.sums)
-        totals, weights = sums[:count], sums[count:]
-        # divide_no_nan in fewer ops: the `where` drops the division's 0 / 0 where no weight was added.
-        return dict(zip(self.names, ops.unstack(ops.where(weights != 0, totals / weights, 0.0))))
+        return dict(zip(self.names, kd_backend.weighted_means(_casting.float32(self.sums))))
 
     def get_config(self):
         return {**super().get_config(), "names": list(self.names)}

@@ -64,6 +64,10 @@ def test_every_keras_internal_of_keras_compat_works_on_this_keras():
     assert "accuracy" in logs and "weighted_accuracy" in logs
     assert float(_keras_compat.scale_loss_for_distribution(keras.ops.convert_to_tensor(2.0))) == 2.0
     assert isinstance(_keras_compat.keras_home(), str)
+    assert _keras_compat.metrics_apart_from(distiller, None) == keras.Model.metrics.fget(distiller)
+    with keras.StatelessScope():
+        assert _keras_compat.in_stateless_scope()
+    assert not _keras_compat.in_stateless_scope()
     masked = keras.layers.Embedding(5, 2, mask_zero=True)(keras.ops.convert_to_tensor([[1, 0]]))
     assert keras.ops.convert_to_numpy(_keras_compat.keras_mask(masked)).tolist() == [[True, False]]
     assert _keras_compat.keras_mask(keras.ops.convert_to_tensor([1.0])) is None

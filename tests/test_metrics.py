@@ -109,3 +109,52 @@ def test_logs_kept_by_a_callback_stay_readable_and_unchanged_after_later_steps()
     # Two steps and the epoch's end, twice, all at T = 3.
     assert [float(keras.ops.convert_to_numpy(logs["temperature"])) for logs in kept] == pytest.approx([3.0] * 6)
     assert [float(keras.ops.convert_to_numpy(value)) for value in history["temperature"]] == pytest.approx([3.0] * 2)
+
+
+def test_a_nan_sum_with_a_weight_stays_nan():
+    logs = DistillationLogs(["loss", "agreement"])
+    logs.update_state({"loss": (float("nan"), 2.0), "agreement": (1.0, 2.0)})
+    values = _values(logs)
+    assert np.isnan(values["loss"]) and values["agreement"] == 0.5
+
+
+def test_updates_inside_a_stateless_scope_are_recorded_not_made():
+    # The torch backend adds to the variable in place: not under a scope
+    # that asks for the new values instead (as JAX's trainer does).
+    logs = DistillationLogs(["loss"])
+    logs.update_state({"loss": (2.0, 1.0)})
+    with keras.StatelessScope() as scope:
+        logs.update_state({"loss": (9.0, 1.0)})
+    assert _values(logs) == {"loss": 2.0}
+    assert keras.ops.convert_to_numpy(scope.get_current_value(logs.sums)).tolist() == [11.0, 2.0]
+
+
+class _CountingLayer(keras.layers.Layer):
+    """An identity layer holding a metric, as a user's layer may."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = keras.metrics.Sum(name=f"{self.name}_calls")
+
+    def call(self, inputs):
+        return inputs
+
+
+def test_the_distillers_metrics_leave_out_the_teachers_layers_only():
+    from keras_kd import Distiller
+
+    shared = _CountingLayer(name="shared")
+
+    def model(counting):
+        inputs = keras.Input((4,))
+        hidden = shared(counting(keras.layers.Dense(8)(inputs)))
+        return keras.Model(inputs, keras.layers.Dense(3)(hidden))
+
+    teacher, student = model(_CountingLayer(name="teachers")), model(_CountingLayer(name="students"))
+    distiller = Distiller(teacher, student, alpha=0.5).compile(optimizer="sgd", metrics=["accuracy"])
+    everything = keras.Model.metrics.fget(distiller)
+    names = [metric.name for metric in everything]
+    assert "teachers_calls" in names
+    # Keras's walk and order, less what only the teacher holds.
+    assert distiller.metrics == [metric for metric in everything if metric.name != "teachers_calls"]
+    assert {"students_calls", "shared_calls"} <= {metric.name for metric in distiller.metrics}

@@ -17,6 +17,9 @@ _MODULES = {
     "tensorflow": "keras_kd.backend.tensorflow",
     "torch": "keras_kd.backend.torch",
 }
+# The modules imported so far, by backend: `_module` runs several times a
+# step on an eager backend, and `import_module` costs microseconds a call.
+_LOADED = {}
 
 
 def _module():
@@ -30,7 +33,9 @@ def _module():
             f"keras_kd supports the backends {sorted(_MODULES)}; Keras is "
             f"running on {name!r}. Set KERAS_BACKEND to one of them."
         )
-    return importlib.import_module(_MODULES[name])
+    if name not in _LOADED:
+        _LOADED[name] = importlib.import_module(_MODULES[name])
+    return _LOADED[name]
 
 
 def train_step(distiller, *args):
@@ -90,6 +95,62 @@ def float32_vector(tensors, numbers):
 
     stacked = ops.stack([_casting.float32(tensor) for tensor in tensors])
     return ops.concatenate([stacked, np.asarray(numbers, "float32")]) if numbers else stacked
+
+
+def top1_agreements(student_logits, teacher_logits):
+    """1.0 where the student's and the teacher's top-1 classes agree, else 0.0 (float32), per position.
+
+    Three ops on torch, where `keras.ops.argmax` casts each index to int32.
+    """
+    module = _module()
+    if hasattr(module, "top1_agreements"):
+        return module.top1_agreements(student_logits, teacher_logits)
+    from keras import ops
+
+    return ops.cast(ops.argmax(student_logits, axis=-1) == ops.argmax(teacher_logits, axis=-1), "float32")
+
+
+def assign_add(variable, value):
+    """`variable.assign_add(value)`, in one op where the backend has one.
+
+    Keras's `assign_add` adds, then copies into the variable: on an eager
+    backend (torch) each costs microseconds of dispatch.
+    """
+    module = _module()
+    if hasattr(module, "assign_add"):
+        return module.assign_add(variable, value)
+    return variable.assign_add(value)
+
+
+def weighted_means(sums):
+    """The means of a vector of weighted sums followed by their weights: each sum over its weight.
+
+    0 where a weight is 0 (the `where` drops the division's 0 / 0); NaN and
+    inf in a sum with a weight stay. Returns a list of scalars, in one op
+    per step where the backend allows (torch).
+    """
+    module = _module()
+    if hasattr(module, "weighted_means"):
+        return module.weighted_means(sums)
+    from keras import ops
+
+    count = sums.shape[0] // 2
+    totals, weights = sums[:count], sums[count:]
+    return ops.unstack(ops.where(weights != 0, totals / weights, 0.0))
+
+
+def copies(variables):
+    """Copies of the values of scalar float32 `variables` (not views of them), one tensor each.
+
+    Logs hold them past the step: JAX donates the variables' buffers to
+    the next jitted step, torch writes into them in place.
+    """
+    module = _module()
+    if hasattr(module, "copies"):
+        return module.copies(variables)
+    from keras import ops
+
+    return [ops.copy(variable) for variable in variables]
 
 
 def value_version(variable):

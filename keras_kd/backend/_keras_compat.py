@@ -92,6 +92,52 @@ def flat_compile_metrics(container):
     return container._flat_metrics, container._flat_weighted_metrics
 
 
+def metrics_apart_from(model, skipped_layer):
+    """`model.metrics` as Keras's `Trainer.metrics` lists them, less those `skipped_layer` holds.
+
+    The same walk and order as `Trainer.metrics` (the compiled trackers and
+    metrics, the model's own, then every sublayer's, nested models' own
+    trackers left out), except that it does not enter `skipped_layer`: a
+    layer reached only through it is left out, one also reached another
+    way is kept. Keras offers no public way to prune the walk; its
+    `_layers`, `_metrics`, `_compile_loss` and the `Trainer` class are
+    read as `Trainer.metrics` reads them.
+    """
+    import collections
+
+    from keras.src.trainers.trainer import Trainer
+
+    metrics = []
+    if model.compiled:
+        metrics += [metric for metric in (model._loss_tracker, model._compile_metrics) if metric is not None]
+        if model._compile_loss is not None:
+            metrics += model._compile_loss.metrics
+    metrics += model._metrics
+    seen = {id(skipped_layer)}
+    pending = collections.deque(model._layers)
+    while pending:
+        layer = pending.popleft()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if not isinstance(layer, Trainer):
+            metrics += layer.metrics
+        pending.extendleft(layer._layers)
+    return metrics
+
+
+def in_stateless_scope():
+    """Whether a `keras.StatelessScope` is active: variable assignments are then recorded, not made.
+
+    `keras.src.backend.common.stateless_scope.in_stateless_scope`; Keras
+    exports the scope but not this test. An in-place write that bypasses
+    `Variable.assign` must check it first.
+    """
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as active
+
+    return active()
+
+
 def keras_mask(tensor):
     """The Keras mask a layer's output carries (e.g. after `Embedding(mask_zero=True)`), or None.
 

@@ -4,6 +4,8 @@ import weakref
 
 import torch
 
+from keras_kd.backend import _keras_compat
+
 
 def train_step(distiller, data):
     with torch.no_grad():
@@ -36,6 +38,29 @@ def float32_vector(tensors, numbers):
     if not numbers:
         return vector
     return torch.cat((vector, torch.tensor(numbers, dtype=torch.float32, device=vector.device)))
+
+
+def top1_agreements(student_logits, teacher_logits):
+    return (student_logits.argmax(-1) == teacher_logits.argmax(-1)).to(torch.float32)
+
+
+def assign_add(variable, value):
+    target = variable.value
+    # In place, unless a StatelessScope records the assignment instead, or
+    # the value read is an autocast copy, not the variable's own Parameter.
+    if _keras_compat.in_stateless_scope() or not isinstance(target, torch.nn.Parameter):
+        return variable.assign_add(value)
+    with torch.no_grad():
+        return target.add_(value)
+
+
+def weighted_means(sums):
+    totals, weights = sums.view(2, -1)
+    return torch.where(weights != 0, totals / weights, 0.0).unbind()
+
+
+def copies(variables):
+    return torch.stack([variable.value for variable in variables]).unbind()
 
 
 def value_version(variable):
