@@ -577,14 +577,14 @@ class Distiller(keras.Model):
             batch_size = ops.cast(ops.shape(outputs.student_logits)[0], "float32")
         else:
             batch_size = float(batch_size)
-        agreement = kd_backend.top1_agreements(outputs.student_logits, batch.teacher_logits)
-        if outputs.positions.valid is not None:
-            agreement = agreement * outputs.positions.valid
+        agreement = kd_backend.top1_agreement_count(
+            outputs.student_logits, batch.teacher_logits, outputs.positions.valid
+        )
         # Means weighted by the batch size (the loss and its terms) and by
         # the valid positions (agreement).
         means = {name: (value * batch_size, batch_size) for name, value in outputs.terms.items()}
         means["loss"] = (outputs.loss * batch_size, batch_size)
-        means["teacher_agreement"] = (ops.sum(agreement), outputs.positions.count)
+        means["teacher_agreement"] = (agreement, outputs.positions.count)
         _keras_compat.loss_tracker(self).update_state(means)
         compile_metrics = _keras_compat.compile_metrics(self)
         if batch.y is not None and compile_metrics is not None:

@@ -97,17 +97,19 @@ def float32_vector(tensors, numbers):
     return ops.concatenate([stacked, np.asarray(numbers, "float32")]) if numbers else stacked
 
 
-def top1_agreements(student_logits, teacher_logits):
-    """1.0 where the student's and the teacher's top-1 classes agree, else 0.0 (float32), per position.
+def top1_agreement_count(student_logits, teacher_logits, valid=None):
+    """How many positions the student's and the teacher's top-1 classes agree on, as a scalar tensor.
 
-    Three ops on torch, where `keras.ops.argmax` casts each index to int32.
+    `valid` (0/1 per position, or None for all) leaves positions out. Four
+    ops on torch, where `keras.ops.argmax` casts each index to int32.
     """
     module = _module()
-    if hasattr(module, "top1_agreements"):
-        return module.top1_agreements(student_logits, teacher_logits)
+    if hasattr(module, "top1_agreement_count"):
+        return module.top1_agreement_count(student_logits, teacher_logits, valid)
     from keras import ops
 
-    return ops.cast(ops.argmax(student_logits, axis=-1) == ops.argmax(teacher_logits, axis=-1), "float32")
+    agreements = ops.cast(ops.argmax(student_logits, axis=-1) == ops.argmax(teacher_logits, axis=-1), "float32")
+    return ops.sum(agreements if valid is None else agreements * valid)
 
 
 def assign_add(variable, value):

@@ -40,8 +40,10 @@ def float32_vector(tensors, numbers):
     return torch.cat((vector, torch.tensor(numbers, dtype=torch.float32, device=vector.device)))
 
 
-def top1_agreements(student_logits, teacher_logits):
-    return (student_logits.argmax(-1) == teacher_logits.argmax(-1)).to(torch.float32)
+def top1_agreement_count(student_logits, teacher_logits, valid):
+    agreements = student_logits.argmax(-1) == teacher_logits.argmax(-1)
+    # A bool sum counts in int64; the logs' vector casts it.
+    return agreements.sum() if valid is None else (agreements * valid).sum()
 
 
 def assign_add(variable, value):
