@@ -96,27 +96,33 @@ def compiled_steps(models, rounds, steps=100):
     `models` maps names to `(model, batch)`, each model fitted once (its
     optimizer and metrics built) and `batch` one batch as its step takes it.
     """
-    import jax
 
     runs, fusions = {}, {}
-    for name, (model, batch) in models.items():
-        state = jax.tree_util.tree_map(
-            lambda value: value.copy(),
-            (
-                [variable.value for variable in model.trainable_variables],
-                [variable.value for variable in model.non_trainable_variables],
-                [variable.value for variable in model.optimizer.variables],
-                [variable.value for variable in model.metrics_variables],
-            ),
-        )
-        batch = jax.device_put(batch)
-        step = jax.jit(model.train_step, donate_argnums=0)
-        program = step.lower(state, batch).compile().as_text()
-        entry = program[program.index("ENTRY") :]
-        fusions[name] = sum(" fusion(" in line for line in entry.splitlines())
-        runs[name] = _stepper(step, state, batch, steps)
+    with _as_fit_steps(models):
+        for name, (model, batch) in models.items():
+            runs[name], fusions[name] = _jitted_step(model, batch, steps)
     seconds = interleaved_seconds(runs, rounds)
     return {name: (min(values) / steps * 1e6, fusions[name]) for name, values in seconds.items()}
+
+
+def _jitted_step(model, batch, steps):
+    """A `_stepper` of `model`'s jitted train step on `batch`, and the fusions in its optimized program."""
+    import jax
+
+    state = jax.tree_util.tree_map(
+        lambda value: value.copy(),
+        (
+            [variable.value for variable in model.trainable_variables],
+            [variable.value for variable in model.non_trainable_variables],
+            [variable.value for variable in model.optimizer.variables],
+            [variable.value for variable in model.metrics_variables],
+        ),
+    )
+    batch = jax.device_put(batch)
+    step = jax.jit(model.train_step, donate_argnums=0)
+    program = step.lower(state, batch).compile().as_text()
+    entry = program[program.index("ENTRY") :]
+    return _stepper(step, state, batch, steps), sum(" fusion(" in line for line in entry.splitlines())
 
 
 def eager_steps(models, rounds, steps=64):
@@ -126,11 +132,8 @@ def eager_steps(models, rounds, steps=64):
     them named "student".
     """
     runs = {}
-    with contextlib.ExitStack() as stack:
+    with _as_fit_steps(models):
         for name, (model, batch) in models.items():
-            if isinstance(model, keras_kd.Distiller):
-                # The step fit runs on these labels, none of which is missing.
-                stack.enter_context(model._training_on(every_row_labeled=True))
             model.make_train_function()
             data = [keras.tree.map_structure(ops.convert_to_tensor, batch)]
 
@@ -143,6 +146,16 @@ def eager_steps(models, rounds, steps=64):
         seconds = interleaved_seconds(runs, rounds)
     paired = {"student": 1.0, **paired_ratios(seconds, "student")}
     return {name: (min(values) / steps * 1e6, paired[name]) for name, values in seconds.items()}
+
+
+@contextlib.contextmanager
+def _as_fit_steps(models):
+    """A context in which each Distiller of `models` builds the step `fit` runs on labels none of which is missing."""
+    with contextlib.ExitStack() as stack:
+        for model, _ in models.values():
+            if isinstance(model, keras_kd.Distiller):
+                stack.enter_context(model._training_on(every_row_labeled=True))
+        yield
 
 
 def _stepper(step, state, batch, steps):
