@@ -65,6 +65,7 @@ def test_every_keras_internal_of_keras_compat_works_on_this_keras():
     assert float(_keras_compat.scale_loss_for_distribution(keras.ops.convert_to_tensor(2.0))) == 2.0
     assert isinstance(_keras_compat.keras_home(), str)
     assert _keras_compat.metrics_apart_from(distiller, None) == keras.Model.metrics.fget(distiller)
+    assert _keras_compat.variables_apart_from(distiller, None) == keras.Model.variables.fget(distiller)
     with keras.StatelessScope():
         assert _keras_compat.in_stateless_scope()
     assert not _keras_compat.in_stateless_scope()

@@ -51,6 +51,12 @@ def test_adapters_are_created_trained_and_kept_out_of_the_student():
     assert conv_adapter.layers[0].kernel.shape == (1, 1, 8, 16)
     assert [type(layer).__name__ for layer in resizing_adapter.layers] == ["Conv2D", "Resizing"]
 
+    # The student's and the adapters' variables, as Keras would list them
+    # (found without walking the teacher), and nothing of the teacher's.
+    assert distiller.trainable_variables == keras.Model.trainable_variables.fget(distiller)
+    assert {id(v) for v in distiller.trainable_variables} == {
+        id(v) for v in student.trainable_variables + [w for a in distiller.adapters for w in a.trainable_variables]
+    }
     before = [np.array(w) for w in dense_adapter.get_weights()]
     x, y = image_data()
     history = distiller.compile(optimizer=keras.optimizers.Adam(0.01)).fit(x, y, batch_size=16, epochs=2, verbose=0)

@@ -126,6 +126,31 @@ def metrics_apart_from(model, skipped_layer):
     return metrics
 
 
+def variables_apart_from(model, skipped_layer):
+    """`model.variables` as Keras's `Layer.variables` lists them, less those of `skipped_layer` alone.
+
+    The same order and deduplication: the model's own variables, its seed
+    generators' states, then each sublayer's `variables`, `skipped_layer`
+    left out (a variable it shares with another sublayer stays, there).
+    Reads `_trainable_variables`, `_non_trainable_variables`,
+    `_seed_generators` and `_layers` as `Layer.variables` reads them.
+    """
+    variables, seen = [], set()
+
+    def add(candidates):
+        for variable in candidates:
+            if id(variable) not in seen:
+                variables.append(variable)
+                seen.add(id(variable))
+
+    add(model._trainable_variables + model._non_trainable_variables)
+    variables += [generator.state for generator in model._seed_generators]
+    for layer in model._layers:
+        if layer is not skipped_layer:
+            add(layer.variables)
+    return variables
+
+
 def in_stateless_scope():
     """Whether a `keras.StatelessScope` is active: variable assignments are then recorded, not made.
 
