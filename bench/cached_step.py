@@ -96,7 +96,6 @@ def compiled_steps(models, rounds, steps=100):
     `models` maps names to `(model, batch)`, each model fitted once (its
     optimizer and metrics built) and `batch` one batch as its step takes it.
     """
-
     runs, fusions = {}, {}
     with _as_fit_steps(models):
         for name, (model, batch) in models.items():

@@ -8,6 +8,7 @@ The private Keras APIs keras_kd needs are in `_keras_compat`.
 """
 
 import contextlib
+import functools
 import importlib
 
 import numpy as np
@@ -38,6 +39,17 @@ def _module():
     return _LOADED[name]
 
 
+def _backend_first(default):
+    """Makes `default` run only where the backend module has no function of its name to run instead."""
+    name = default.__name__
+
+    @functools.wraps(default)
+    def dispatch(*args, **kwargs):
+        return getattr(_module(), name, default)(*args, **kwargs)
+
+    return dispatch
+
+
 def train_step(distiller, *args):
     return _module().train_step(distiller, *args)
 
@@ -46,6 +58,7 @@ def test_step(distiller, *args):
     return _module().test_step(distiller, *args)
 
 
+@_backend_first
 def checked_step_function(function, checks, training):
     """Wraps a step function Keras made so `checks` (a `fit_checks.StepChecks`) run first.
 
@@ -54,9 +67,6 @@ def checked_step_function(function, checks, training):
     their labels are checked in the data pipeline), torch's takes the data.
     JAX's stateless step has its own wrapper.
     """
-    module = _module()
-    if hasattr(module, "checked_step_function"):
-        return module.checked_step_function(function, checks, training)
 
     def checked(data):
         if training:
@@ -68,27 +78,23 @@ def checked_step_function(function, checks, training):
     return checked
 
 
+@_backend_first
 def keeping_state(distiller, checks):
     """A context in which a failed fit/evaluate leaves the Distiller's variables usable.
 
     TensorFlow's and torch's trainers keep the variables attached throughout;
     JAX's detaches them during fit and has its own context.
     """
-    module = _module()
-    if hasattr(module, "keeping_state"):
-        return module.keeping_state(distiller, checks)
     return contextlib.nullcontext()
 
 
+@_backend_first
 def float32_vector(tensors, numbers):
     """A float32 vector of scalar `tensors` followed by Python `numbers`.
 
     One op per backend where it has one: on an eager backend (torch),
     `keras.ops.stack` and `convert_to_tensor` cost microseconds per element.
     """
-    module = _module()
-    if hasattr(module, "float32_vector"):
-        return module.float32_vector(tensors, numbers)
     from keras import ops
 
     from keras_kd import _casting
@@ -97,33 +103,30 @@ def float32_vector(tensors, numbers):
     return ops.concatenate([stacked, np.asarray(numbers, "float32")]) if numbers else stacked
 
 
+@_backend_first
 def top1_agreement_count(student_logits, teacher_logits, valid=None):
     """How many positions the student's and the teacher's top-1 classes agree on, as a scalar tensor.
 
     `valid` (0/1 per position, or None for all) leaves positions out. Four
     ops on torch, where `keras.ops.argmax` casts each index to int32.
     """
-    module = _module()
-    if hasattr(module, "top1_agreement_count"):
-        return module.top1_agreement_count(student_logits, teacher_logits, valid)
     from keras import ops
 
     agreements = ops.cast(ops.argmax(student_logits, axis=-1) == ops.argmax(teacher_logits, axis=-1), "float32")
     return ops.sum(agreements if valid is None else agreements * valid)
 
 
+@_backend_first
 def assign_add(variable, value):
     """`variable.assign_add(value)`, in one op where the backend has one.
 
     Keras's `assign_add` adds, then copies into the variable: on an eager
     backend (torch) each costs microseconds of dispatch.
     """
-    module = _module()
-    if hasattr(module, "assign_add"):
-        return module.assign_add(variable, value)
     return variable.assign_add(value)
 
 
+@_backend_first
 def weighted_means(sums):
     """The means of a vector of weighted sums followed by their weights: each sum over its weight.
 
@@ -131,9 +134,6 @@ def weighted_means(sums):
     inf in a sum with a weight stay. Returns a list of scalars, in one op
     per step where the backend allows (torch).
     """
-    module = _module()
-    if hasattr(module, "weighted_means"):
-        return module.weighted_means(sums)
     from keras import ops
 
     count = sums.shape[0] // 2
@@ -141,20 +141,19 @@ def weighted_means(sums):
     return ops.unstack(ops.where(weights != 0, totals / weights, 0.0))
 
 
+@_backend_first
 def copies(variables):
     """Copies of the values of scalar float32 `variables` (not views of them), one tensor each.
 
     Logs hold them past the step: JAX donates the variables' buffers to
     the next jitted step, torch writes into them in place.
     """
-    module = _module()
-    if hasattr(module, "copies"):
-        return module.copies(variables)
     from keras import ops
 
     return [ops.copy(variable) for variable in variables]
 
 
+@_backend_first
 def value_version(variable):
     """A token of `variable`'s current value that proves it unchanged, or None.
 
@@ -162,8 +161,7 @@ def value_version(variable):
     changed between them. None where the backend offers nothing cheap
     (TensorFlow): the caller then reads the value itself.
     """
-    module = _module()
-    return module.value_version(variable) if hasattr(module, "value_version") else None
+    return None
 
 
 def same_version(token, other):
@@ -175,6 +173,7 @@ def same_version(token, other):
     return value is not None and value is other_reference() and version == other_version
 
 
+@_backend_first
 def kept_frozen_values(distiller):
     """True when no step traced so far assigned a variable of the Distiller's teacher.
 
@@ -183,5 +182,4 @@ def kept_frozen_values(distiller):
     where that is not recorded (torch keeps each variable's tensor, whose
     version tells).
     """
-    module = _module()
-    return module.kept_frozen_values(distiller) if hasattr(module, "kept_frozen_values") else False
+    return False

@@ -40,7 +40,7 @@ def float32_vector(tensors, numbers):
     return torch.cat((vector, torch.tensor(numbers, dtype=torch.float32, device=vector.device)))
 
 
-def top1_agreement_count(student_logits, teacher_logits, valid):
+def top1_agreement_count(student_logits, teacher_logits, valid=None):
     agreements = student_logits.argmax(-1) == teacher_logits.argmax(-1)
     # A bool sum counts in int64; the logs' vector casts it.
     return agreements.sum() if valid is None else (agreements * valid).sum()
