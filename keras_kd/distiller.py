@@ -195,7 +195,8 @@ class Distiller(keras.Model):
 
         The teacher trains no metric of the Distiller's. Keras lists the
         metrics at every step a trainer runs eagerly (torch) by walking
-        every layer: with a ResNet-50 teacher, 0.26 ms a step on a CPU.
+        every layer: a tenth of a millisecond a step with a ResNet-50
+        teacher on a CPU (docs/results/benchmarks.md).
         """
         return _keras_compat.metrics_apart_from(self, getattr(self, "teacher", None))
 
@@ -204,8 +205,8 @@ class Distiller(keras.Model):
         """The variables the optimizer trains, as `keras.Model.trainable_variables`, found without the teacher.
 
         The frozen teacher has none. The torch step reads this list at every
-        step, and Keras's walk of a ResNet-50 teacher's variables took 0.58
-        ms of it on a CPU.
+        step, and Keras's walk of a ResNet-50 teacher's variables takes a
+        quarter of a millisecond of it on a CPU (docs/results/benchmarks.md).
         """
         if not self.trainable:
             return []
