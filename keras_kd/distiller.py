@@ -189,6 +189,13 @@ class Distiller(keras.Model):
         object.__setattr__(self, "_labeled_train_function", None)
         self.built = True
 
+    def __setattr__(self, name, value):
+        if name in _keras_compat.PER_STEP_STATE_ATTRIBUTES:
+            # Arrays only, set at every step: Keras's tracking would walk them for nothing.
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def metrics(self):
         """The metrics of this model, as `keras.Model.metrics`, less any of the frozen teacher's layers.

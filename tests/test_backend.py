@@ -74,6 +74,18 @@ def test_every_keras_internal_of_keras_compat_works_on_this_keras():
     assert _keras_compat.keras_mask(keras.ops.convert_to_tensor([1.0])) is None
     url, file_hash = _keras_compat.resnet50_notop_weights_source("resnet50_notop.h5")
     assert url.startswith("https://") and url.endswith("/resnet50_notop.h5") and len(file_hash) == 32
+    if REQUESTED_BACKEND == "jax":
+        # Keras's JAX fit still stores each step's state under this name,
+        # and the Distiller keeps it a plain dict (untracked).
+        stored = []
+
+        class StoredState(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                stored.append(vars(self.model).get("_jax_state"))
+
+        distiller.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[StoredState()])
+        assert _keras_compat.PER_STEP_STATE_ATTRIBUTES == {"_jax_state"} and len(stored) == 2
+        assert all(type(state) is dict and "trainable_variables" in state for state in stored)
     if REQUESTED_BACKEND == "torch":
         assert str(_keras_compat.torch_device()) in ("cpu", "cuda", "cuda:0", "mps")
     saved_module = distiller.get_compile_config()["optimizer"]["module"]

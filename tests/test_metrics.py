@@ -111,6 +111,34 @@ def test_logs_kept_by_a_callback_stay_readable_and_unchanged_after_later_steps()
     assert [float(keras.ops.convert_to_numpy(value)) for value in history["temperature"]] == pytest.approx([3.0] * 2)
 
 
+def test_the_logs_read_after_the_epoch_equal_the_ones_its_step_returned():
+    # Inside the (compiled) step the means are computed in tensors; read
+    # after it, from the variables' concrete values (in NumPy on JAX and
+    # TensorFlow). One step an epoch: both must be that step's means.
+    from conftest import make_data, make_mlp
+    from keras_kd import Distiller
+
+    seen = {"step": [], "epoch": []}
+
+    class KeepLogs(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen["step"].append(dict(logs))
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["epoch"].append(dict(logs))
+
+    x, y = make_data(rows=8)
+    distiller = Distiller(make_mlp(8), make_mlp(4), temperature=3.0, alpha=0.5).compile(
+        optimizer="sgd", metrics=["accuracy"]
+    )
+    distiller.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[KeepLogs()])
+    names = ["loss", "distillation_loss", "student_loss", "teacher_agreement", "accuracy", "temperature", "alpha"]
+    for step, epoch in zip(seen["step"], seen["epoch"]):
+        assert sorted(step) == sorted(epoch) == sorted(names)
+        assert [epoch[name] for name in names] == pytest.approx([step[name] for name in names], rel=1e-6)
+    assert len(seen["epoch"]) == 2 and seen["epoch"][0]["loss"] != seen["epoch"][1]["loss"]
+
+
 def test_a_nan_sum_with_a_weight_stays_nan():
     logs = DistillationLogs(["loss", "agreement"])
     logs.update_state({"loss": (float("nan"), 2.0), "agreement": (1.0, 2.0)})

@@ -131,26 +131,50 @@ def weighted_means(sums):
     """The means of a vector of weighted sums followed by their weights: each sum over its weight.
 
     0 where a weight is 0 (the `where` drops the division's 0 / 0); NaN and
-    inf in a sum with a weight stay. Returns a list of scalars, in one op
-    per step where the backend allows (torch).
+    inf in a sum with a weight stay. Returns a list of scalars: NumPy ones
+    where `concrete_numpy` reads the sums (outside a traced step), else
+    tensors, in one op where the backend allows (torch).
     """
     from keras import ops
 
     count = sums.shape[0] // 2
+    concrete = concrete_numpy(sums)
+    if concrete is not None:
+        totals, weights = concrete[:count], concrete[count:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return list(np.where(weights != 0, totals / weights, np.float32(0.0)))
     totals, weights = sums[:count], sums[count:]
     return ops.unstack(ops.where(weights != 0, totals / weights, 0.0))
 
 
 @_backend_first
 def copies(variables):
-    """Copies of the values of scalar float32 `variables` (not views of them), one tensor each.
+    """Copies of the values of scalar float32 `variables` (not views of them), one each.
 
     Logs hold them past the step: JAX donates the variables' buffers to
-    the next jitted step, torch writes into them in place.
+    the next jitted step, torch writes into them in place. NumPy arrays
+    where `concrete_numpy` reads them, else tensors.
     """
     from keras import ops
 
+    concrete = [concrete_numpy(variable) for variable in variables]
+    if all(value is not None for value in concrete):
+        return concrete
     return [ops.copy(variable) for variable in variables]
+
+
+@_backend_first
+def concrete_numpy(value):
+    """A NumPy copy of a tensor's or variable's value where it is concrete, else None.
+
+    None inside a traced step (JAX's `jit`, a `tf.function`), where values
+    are symbolic. Where it is concrete (the logs at the end of an epoch,
+    read by Keras outside the step), NumPy reads a few scalars in
+    microseconds, where each eager JAX or TensorFlow op costs tens of them
+    (docs/results/benchmarks.md). The default says None: torch has its own
+    `weighted_means` and `copies`, in one op each.
+    """
+    return None
 
 
 @_backend_first

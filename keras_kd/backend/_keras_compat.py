@@ -53,6 +53,15 @@ def warn_if_untested_keras():
     )
 
 
+# What Keras's JAX trainer stores on the model at every step of fit, evaluate
+# and predict (`JAXTrainer._jax_state`: the step's state arrays, for a callback
+# that syncs them into the variables). It holds arrays only, yet
+# `Layer.__setattr__` tracks it, walking its four lists of state at every step
+# (tens of microseconds on a CPU, docs/results/benchmarks.md). A model may set
+# these as plain attributes.
+PER_STEP_STATE_ATTRIBUTES = frozenset({"_jax_state"})
+
+
 def loss_tracker(model):
     """The metric behind a compiled model's "loss" log (a `keras.metrics.Mean` unless replaced).
 

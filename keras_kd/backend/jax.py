@@ -11,6 +11,7 @@ import weakref
 
 import jax
 import keras
+import numpy as np
 
 
 def train_step(distiller, state, data):
@@ -147,3 +148,13 @@ def kept_frozen_values(distiller):
     # teacher weight ends with the teacher's values of its start, in new
     # array objects (Keras's `jax_state_sync`).
     return not getattr(distiller, "_keras_kd_teacher_written", False)
+
+
+def concrete_numpy(value):
+    # A Keras variable's value in the active StatelessScope: a tracer
+    # inside the jitted step.
+    if isinstance(value, keras.Variable):
+        value = value.value
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.array(value)

@@ -1,5 +1,7 @@
 """TensorFlow: the student's forward pass under a `tf.GradientTape`."""
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_kd.backend import _keras_compat
@@ -22,3 +24,13 @@ def test_step(distiller, data):
     batch = distiller.prepare_batch(data, training=False)
     outputs = distiller.compute_step_loss(batch, training=False)
     return distiller.update_metrics(batch, outputs)
+
+
+def concrete_numpy(value):
+    if not tf.executing_eagerly():
+        return None
+    # A Keras variable's tf.Variable; reading it aggregates the replicas'
+    # values under tf.distribute, as reading it in a step does.
+    if isinstance(value, keras.Variable):
+        value = value.value
+    return np.array(tf.convert_to_tensor(value))
