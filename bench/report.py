@@ -384,7 +384,11 @@ def _verdict(value, limit, at_least=False):
     if limit is None:
         return f"{value:.2f}"
     met = value >= limit if at_least else value <= limit
-    return f"{value:.2f} {'met' if met else '**missed**'}"
+    shown = f"{value:.2f}"
+    if float(shown) == limit and value != limit:
+        # Two decimals would show the limit itself, met or missed.
+        shown = f"{value:.3f}"
+    return f"{shown} {'met' if met else '**missed**'}"
 
 
 def _time_cell(result):

@@ -103,6 +103,9 @@ def test_ratios_and_verdicts():
     assert report._ratio(by_key, "jax", ("kd_logits",), ("student", "teacher_inference")) == 1.0
     assert report._ratio(by_key, "jax", ("kd_logits",), ("core_logits",)) is None
     assert report._verdict(1.0, 1.10) == "1.00 met"
+    # Rounded to the limit, a value shows which side of it it is on.
+    assert report._verdict(1.003, 1.00) == "1.003 **missed**"
+    assert report._verdict(0.998, 1.00) == "0.998 met" and report._verdict(1.0, 1.00) == "1.00 met"
     assert report._verdict(1.2, 1.10) == "1.20 **missed**"
     assert report._verdict(0.9, 1.0, at_least=True) == "0.90 **missed**"
 
