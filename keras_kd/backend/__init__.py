@@ -137,14 +137,14 @@ def weighted_means(sums):
     """
     from keras import ops
 
-    count = sums.shape[0] // 2
     concrete = concrete_numpy(sums)
-    if concrete is not None:
-        totals, weights = concrete[:count], concrete[count:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return list(np.where(weights != 0, totals / weights, np.float32(0.0)))
-    totals, weights = sums[:count], sums[count:]
-    return ops.unstack(ops.where(weights != 0, totals / weights, 0.0))
+    values = sums if concrete is None else concrete
+    count = values.shape[0] // 2
+    totals, weights = values[:count], values[count:]
+    if concrete is None:
+        return ops.unstack(ops.where(weights != 0, totals / weights, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return list(np.where(weights != 0, totals / weights, np.float32(0.0)))
 
 
 @_backend_first
@@ -157,7 +157,7 @@ def copies(variables):
     """
     from keras import ops
 
-    concrete = [concrete_numpy(variable) for variable in variables]
+    concrete = [concrete_numpy(variable.value) for variable in variables]
     if all(value is not None for value in concrete):
         return concrete
     return [ops.copy(variable) for variable in variables]
@@ -165,7 +165,7 @@ def copies(variables):
 
 @_backend_first
 def concrete_numpy(value):
-    """A NumPy copy of a tensor's or variable's value where it is concrete, else None.
+    """A NumPy copy of a tensor (a variable's `.value`) where it is concrete, else None.
 
     None inside a traced step (JAX's `jit`, a `tf.function`), where values
     are symbolic. Where it is concrete (the logs at the end of an epoch,

@@ -151,10 +151,8 @@ def kept_frozen_values(distiller):
 
 
 def concrete_numpy(value):
-    # A Keras variable's value in the active StatelessScope: a tracer
-    # inside the jitted step.
-    if isinstance(value, keras.Variable):
-        value = value.value
+    # Inside the jitted step a variable's value (in the active
+    # StatelessScope) is a tracer.
     if isinstance(value, jax.core.Tracer):
         return None
     return np.array(value)

@@ -1,6 +1,5 @@
 """TensorFlow: the student's forward pass under a `tf.GradientTape`."""
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -29,8 +28,6 @@ def test_step(distiller, data):
 def concrete_numpy(value):
     if not tf.executing_eagerly():
         return None
-    # A Keras variable's tf.Variable; reading it aggregates the replicas'
-    # values under tf.distribute, as reading it in a step does.
-    if isinstance(value, keras.Variable):
-        value = value.value
+    # A variable's value is a tf.Variable: reading it aggregates the
+    # replicas' values under tf.distribute, as reading it in a step does.
     return np.array(tf.convert_to_tensor(value))
