@@ -1,8 +1,8 @@
 """Casting that costs nothing when there is nothing to cast.
 
 `keras.ops.cast` dispatches through Keras's operation machinery even when the
-tensor already has the dtype; on an eager backend (torch) that is several
-microseconds a call, and the Distiller's step casts a dozen times.
+tensor already has the dtype, which an eager backend (torch) pays at every
+call, and the Distiller's step casts a dozen times.
 """
 
 import keras

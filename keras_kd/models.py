@@ -17,8 +17,7 @@ def mnist_cnn_teacher(input_shape=(28, 28, 1), num_classes=10, filters=(16, 32),
     """A small convolutional network for 28x28 grey-level digits.
 
     3x3 convolution blocks with max pooling, then a dense layer with
-    dropout. Trained for a few epochs on 4,000 MNIST images it reaches about
-    97% test accuracy.
+    dropout: the demo's teacher (its accuracy is in docs/results/demo.md).
 
     Args:
         input_shape: Shape of one image, `(height, width, channels)`.
@@ -267,7 +266,7 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, name="resnet18"):
     Example:
 
     ```python
-    # not run: builds 11M weights (tens of seconds on a CPU); tests/test_models_resnet.py builds and checks resnet18
+    # not run: builds 11M weights, too many for a docstring example; tests/test_models_resnet.py builds and checks resnet18
     import keras_kd
 
     student = keras_kd.models.resnet18(input_shape=(32, 32, 3), num_classes=10)
@@ -297,7 +296,7 @@ def resnet34(input_shape=(32, 32, 3), num_classes=10, name="resnet34"):
     Example:
 
     ```python
-    # not run: builds 21M weights (tens of seconds on a CPU); tests/test_models_resnet.py builds and checks resnet34
+    # not run: builds 21M weights, too many for a docstring example; tests/test_models_resnet.py builds and checks resnet34
     import keras_kd
 
     teacher = keras_kd.models.resnet34(num_classes=100)
@@ -342,7 +341,7 @@ def resnet50(input_shape=(32, 32, 3), num_classes=10, weights=None, name="resnet
     Example:
 
     ```python
-    # not run: builds 24M weights (tens of seconds on a CPU); tests/test_models_resnet.py builds and checks resnet50
+    # not run: builds 24M weights, too many for a docstring example; tests/test_models_resnet.py builds and checks resnet50
     import keras_kd
 
     teacher = keras_kd.models.resnet50(input_shape=(32, 32, 3), num_classes=10)

@@ -1,6 +1,14 @@
-import keras
+import ast
+import pathlib
 
-from conftest import REQUESTED_BACKEND
+import keras
+import numpy as np
+import pytest
+
+from conftest import REQUESTED_BACKEND, make_data, make_mlp
+from keras_kd import Distiller
+from keras_kd import backend as kd_backend
+from keras_kd.backend import _keras_compat, roles
 
 
 def test_keras_runs_on_the_requested_backend():
@@ -43,12 +51,6 @@ def test_every_keras_internal_of_keras_compat_works_on_this_keras():
 
     Run it first when moving Keras's bounds in pyproject.toml.
     """
-    import numpy as np
-
-    from conftest import make_data, make_mlp
-    from keras_kd import Distiller
-    from keras_kd.backend import _keras_compat
-
     x, y = make_data(rows=16)
     distiller = Distiller(make_mlp(8), make_mlp(4), alpha=0.5).compile(
         optimizer="adam", metrics=["accuracy"], weighted_metrics=["accuracy"]
@@ -91,3 +93,125 @@ def test_every_keras_internal_of_keras_compat_works_on_this_keras():
     saved_module = distiller.get_compile_config()["optimizer"]["module"]
     assert saved_module == "keras.optimizers"
     assert _keras_compat.public_optimizer_module(f"keras.src.backend.{REQUESTED_BACKEND}.optimizers") == saved_module
+
+
+def test_every_keras_tuner_internal_of_keras_compat_exists_on_this_keras_tuner():
+    """What `_keras_compat` reaches into in keras-tuner (its behaviour: tests/test_tuning.py's resumed grid)."""
+    keras_tuner = pytest.importorskip("keras_tuner")
+
+    assert callable(keras_tuner.Tuner._configure_tensorboard_dir)
+    oracle = keras_tuner.oracles.GridSearchOracle(objective="val_accuracy", max_trials=2)
+    assert callable(oracle._compare) and hasattr(oracle._ordered_ids, "insert")
+    assert oracle._populate_next == [] and oracle.end_order == []
+    _keras_compat.rebuild_grid_order(oracle)
+    assert oracle._populate_next == [] and isinstance(oracle._ordered_ids, type(oracle._ordered_ids))
+
+
+# ------------------------------------------------------------------ roles and dispatch
+
+
+def backend_role_classes():
+    """{role: (where, method names) of each backend package's class that subclasses it}, read from the source."""
+    found = {role: [] for role in (roles.GradientMechanics, roles.MetricOps, roles.WeightVersions)}
+    for path in sorted(pathlib.Path(roles.__file__).parent.glob("*/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base) for base in node.bases]
+                role = next(role for role in found if f"roles.{role.__name__}" in bases)
+                methods = [item.name for item in node.body if isinstance(item, ast.FunctionDef)]
+                found[role].append((f"{path.parent.name}/{path.name}:{node.name}", methods))
+    return found
+
+
+def test_each_backend_class_overrides_only_methods_its_role_declares():
+    """Read from every backend package's source, so the other backends' classes are checked too."""
+    classes = backend_role_classes()
+    undeclared = [
+        f"{where}.{method}"
+        for role, found in classes.items()
+        for where, methods in found
+        for method in methods
+        if not method.startswith("_") and not hasattr(role, method)
+    ]
+    assert undeclared == []
+    # Every backend takes its gradients its own way.
+    assert [where.split("/")[0] for where, _ in classes[roles.GradientMechanics]] == ["jax", "tensorflow", "torch"]
+
+
+def test_a_misnamed_override_fails_when_its_class_is_created():
+    with pytest.raises(TypeError, match=r"defines top1_agreement_counts, which its role MetricOps does not declare"):
+
+        class Misnamed(roles.MetricOps):
+            def top1_agreement_counts(self, student_logits, teacher_logits, valid=None):
+                return 0
+
+    class Overriding(roles.MetricOps):
+        def top1_agreement_count(self, student_logits, teacher_logits, valid=None):
+            return 0
+
+        def _helper(self):  # A backend's private helper is its own.
+            return 1
+
+    assert Overriding().top1_agreement_count(None, None) == 0
+    # A subclass of a backend's class is held to the same role.
+    with pytest.raises(TypeError, match="MetricOps does not declare"):
+
+        class Deeper(Overriding):
+            def agreement(self):
+                return 0
+
+
+def test_the_roles_are_chosen_once_for_the_running_backend():
+    chosen = kd_backend.chosen_roles()
+    assert chosen is kd_backend.chosen_roles()
+    prefix = {"jax": "Jax", "tensorflow": "TensorFlow", "torch": "Torch"}[REQUESTED_BACKEND]
+    assert type(chosen.gradients).__name__ == f"{prefix}GradientMechanics"
+    assert isinstance(chosen.gradients, roles.GradientMechanics)
+    assert isinstance(chosen.metric_ops, roles.MetricOps)
+    assert isinstance(chosen.weight_versions, roles.WeightVersions)
+
+
+def test_the_module_functions_give_the_chosen_roles_results():
+    student = keras.ops.convert_to_tensor([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
+    teacher = keras.ops.convert_to_tensor([[0.0, 2.0], [1.0, 0.0], [1.0, 0.0]])
+    assert float(kd_backend.top1_agreement_count(student, teacher)) == 2.0
+    valid = keras.ops.convert_to_tensor([1.0, 0.0, 1.0])
+    assert float(kd_backend.top1_agreement_count(student, teacher, valid)) == 1.0
+    vector = kd_backend.float32_vector([keras.ops.convert_to_tensor(3)], [2.0, 0.0])
+    assert keras.ops.convert_to_numpy(vector).tolist() == [3.0, 2.0, 0.0]
+    # The sums [3, 2] over their weights [2, 0]: 1.5, and 0 where the weight is 0.
+    means = kd_backend.weighted_means(keras.ops.convert_to_tensor([3.0, 2.0, 2.0, 0.0]))
+    assert [float(mean) for mean in means] == [1.5, 0.0]
+    variable = keras.Variable(1.0, trainable=False)  # As the logged temperature and alpha.
+    kd_backend.assign_add(variable, keras.ops.convert_to_tensor(2.0))
+    (copy,) = kd_backend.copies([variable])
+    token = kd_backend.value_version(variable)
+    assert kd_backend.same_version(token, kd_backend.value_version(variable)) == (token is not None)
+    variable.assign(5.0)
+    assert float(copy) == 3.0
+    assert not kd_backend.same_version(token, kd_backend.value_version(variable))
+    concrete = kd_backend.concrete_numpy(variable.value)
+    assert concrete is None or np.asarray(concrete).tolist() == 5.0
+
+
+class TeacherWritingDistiller(Distiller):
+    """Assigns a teacher weight in each step, as a teacher that updates itself would."""
+
+    def prepare_batch(self, data, training):
+        weight = self.teacher.non_trainable_weights[0]
+        weight.assign(weight + 1.0)
+        return super().prepare_batch(data, training=training)
+
+
+@pytest.mark.skipif(REQUESTED_BACKEND != "jax", reason="JAX's steps record teacher writes")
+def test_jax_records_teacher_writes_in_its_gradient_mechanics_not_on_the_distiller():
+    x, y = make_data(rows=16)
+    teacher = make_mlp(8)  # BatchNormalization: its moving statistics are teacher weights.
+    frozen = Distiller(teacher, make_mlp(4), alpha=0.5).compile(optimizer="sgd")
+    frozen.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert kd_backend.kept_frozen_values(frozen)
+    written = TeacherWritingDistiller(teacher, make_mlp(4), alpha=0.5).compile(optimizer="sgd")
+    written.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert not kd_backend.kept_frozen_values(written)
+    assert written in kd_backend.chosen_roles().gradients.teacher_written
+    assert frozen not in kd_backend.chosen_roles().gradients.teacher_written

@@ -96,6 +96,14 @@ def test_each_tuner_runs_a_real_search(teacher, tmp_path, cache_builds, kind, op
     assert [e["event"] for e in events] == ["started", "ended"] * expected_trials
 
 
+def test_a_reloaded_grid_search_runs_only_the_untried_cells(teacher, tmp_path):
+    search(teacher, tmp_path, "grid", max_trials=2)
+    _, rows = search(teacher, tmp_path, "grid", max_trials=4, overwrite=False)
+    settings = [(row["temperature"], row["alpha"]) for row in rows]
+    assert len(rows) == 4 and len(set(settings)) == 4
+    assert all(row["status"] == "COMPLETED" for row in rows)
+
+
 def test_hyperband_runs_and_continues_trials(teacher, tmp_path):
     hypermodel = make_hypermodel(teacher, epochs=2)
     tuner = tuning.make_tuner("hyperband", hypermodel, directory=tmp_path, factor=2)
@@ -189,7 +197,7 @@ def test_reports_are_written(tmp_path):
 # ------------------------------------------------------------------ no application defaults in the library
 
 # The command line (keras_kd.cli) is the application, where `saved_models/`
-# defaults belong; keras_kd.backend holds gradient mechanics only.
+# defaults belong; keras_kd.backend holds what differs per backend.
 APPLICATION_PACKAGES = ("keras_kd.cli", "keras_kd.backend")
 
 

@@ -57,8 +57,7 @@ def warn_if_untested_keras():
 # and predict (`JAXTrainer._jax_state`: the step's state arrays, for a callback
 # that syncs them into the variables). It holds arrays only, yet
 # `Layer.__setattr__` tracks it, walking its four lists of state at every step
-# (tens of microseconds on a CPU, docs/results/benchmarks.md). A model may set
-# these as plain attributes.
+# (docs/results/benchmarks.md). A model may set these as plain attributes.
 PER_STEP_STATE_ATTRIBUTES = frozenset({"_jax_state"})
 
 
@@ -237,3 +236,83 @@ def public_optimizer_module(module):
     if str(module).startswith("keras.src.backend."):
         return "keras.optimizers"
     return module
+
+
+def loss_function_arguments(loss):
+    """The keyword arguments a Keras loss passes to its loss function, e.g. `from_logits`.
+
+    `LossFunctionWrapper._fn_kwargs`: the built-in losses (and any
+    `LossFunctionWrapper`) keep there the arguments they call their function
+    with; `{}` for a loss that keeps none.
+    """
+    return dict(getattr(loss, "_fn_kwargs", None) or {})
+
+
+def output_in_graph(model, layer):
+    """The output of `layer`'s call inside the functional `model`'s graph, or None if no call is in it.
+
+    `layer.output` is the output of the layer's first call, and for a nested
+    functional model (a KerasHub classifier's backbone) its own output
+    tensor: a model built on that holds a second copy of the nested graph,
+    or is not connected to `model`'s inputs at all. Reads `Function._nodes` (keys made by
+    `keras.src.ops.function.make_node_key`; a Sequential's graph is its
+    `_functional`), `Operation._inbound_nodes` and `Node.output_tensors`, as
+    `Operation.output` and `Functional.get_config` read them. The first of
+    several calls in the graph, as `layer.output`.
+    """
+    import keras
+    from keras.src.ops.function import make_node_key
+
+    nodes = (model._functional if isinstance(model, keras.Sequential) else model)._nodes
+    for index, node in enumerate(layer._inbound_nodes):
+        if make_node_key(layer, index) in nodes:
+            outputs = node.output_tensors
+            return outputs[0] if len(outputs) == 1 else outputs
+    return None
+
+
+def is_validation_within_fit(evaluate_kwargs):
+    """Whether `evaluate(**evaluate_kwargs)` is `fit`'s own validation pass.
+
+    Keras's `fit` calls `evaluate(..., _use_cached_eval_dataset=True)` on the
+    validation data it has already adapted (and keras_kd has checked).
+    """
+    return bool(evaluate_kwargs.get("_use_cached_eval_dataset"))
+
+
+class TensorBoardOnlyWithItsCallback:
+    """Mixin for a `keras_tuner.Tuner`: a trial's TensorBoard folder only for a TensorBoard callback.
+
+    Keras Tuner 1.4.8's `Tuner._configure_tensorboard_dir` imports
+    tensorboard for every trial on the TensorFlow backend, even without a
+    TensorBoard callback, and TensorFlow 2.21 no longer installs it. This
+    override of that private method calls it only where a TensorBoard
+    callback needs it.
+    """
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        if any(type(callback).__name__ == "TensorBoard" for callback in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+
+def rebuild_grid_order(oracle):
+    """Rebuilds a reloaded `keras_tuner.oracles.GridSearchOracle`'s grid bookkeeping from its trials.
+
+    Keras Tuner 1.4.8 keeps the grid order of the trials (`_ordered_ids`,
+    sorted by `_compare`) and the queue of trials whose successor may still
+    be untried (`_populate_next`) in memory only, so a GridSearch resumed
+    with `overwrite=False` fails at its first new trial with a `KeyError`
+    (keras-team/keras-tuner#1055). Both follow from `oracle.trials`.
+    """
+    import functools
+
+    tried = sorted(
+        (trial for trial in oracle.trials.values() if trial.hyperparameters.values),
+        key=functools.cmp_to_key(lambda a, b: oracle._compare(a.hyperparameters.values, b.hyperparameters.values)),
+    )
+    oracle._ordered_ids = type(oracle._ordered_ids)()
+    for trial in tried:
+        oracle._ordered_ids.insert(trial.trial_id)
+    # Re-queuing a trial whose successor was tried is harmless: the oracle
+    # skips it.
+    oracle._populate_next = list(oracle.end_order)

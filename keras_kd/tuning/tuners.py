@@ -7,7 +7,6 @@ which trials ran where and when. GridSearch resumes after an interruption
 (`ResumableGridSearchOracle`), as the other three already do in Keras Tuner.
 """
 
-import functools
 import json
 import os
 import time
@@ -16,6 +15,7 @@ import numpy as np
 
 from keras_kd import validation
 from keras_kd._optional import import_optional
+from keras_kd.backend import _keras_compat
 from keras_kd.tuning.hypermodel import OBJECTIVE
 
 keras_tuner = import_optional("keras_tuner", "keras_kd.tuning")
@@ -24,7 +24,7 @@ JOURNAL_FILE = "trials_journal.jsonl"
 PROJECT_NAME = "search"
 
 
-class _JournalMixin:
+class _JournalMixin(_keras_compat.TensorBoardOnlyWithItsCallback):
     """Appends one JSON line per trial start and end to the project's journal.
 
     (Also lets the TensorFlow backend run without tensorboard installed.)
@@ -33,13 +33,6 @@ class _JournalMixin:
     process ran each trial and when, which is what shows that a resumed or
     distributed search ran no trial twice.
     """
-
-    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
-        # Keras Tuner 1.4.8 imports tensorboard for every trial on the
-        # TensorFlow backend, even without a TensorBoard callback; TensorFlow
-        # 2.21 no longer installs it. Only a TensorBoard callback needs it.
-        if any(type(callback).__name__ == "TensorBoard" for callback in callbacks):
-            super()._configure_tensorboard_dir(callbacks, trial, execution)
 
     def on_trial_begin(self, trial):
         append_journal(self.project_dir, "started", trial.trial_id, self.tuner_id, trial.hyperparameters.values)
@@ -60,26 +53,16 @@ class _JournalMixin:
 class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
     """`GridSearchOracle` whose grid bookkeeping survives a reload.
 
-    Keras Tuner 1.4.8 keeps the grid order of the trials (`_ordered_ids`)
-    and the queue of trials whose successor may still be untried
-    (`_populate_next`) in memory only, so a GridSearch resumed with
-    `overwrite=False` fails at its first new trial with a `KeyError`
+    Keras Tuner 1.4.8 keeps the grid order of the trials and the queue of
+    trials whose successor may still be untried in memory only, so a
+    GridSearch resumed with `overwrite=False` fails at its first new trial
     (keras-team/keras-tuner#1055). Both follow from the recorded trials, so
-    they are rebuilt from them on reload.
+    they are rebuilt from them on reload (`_keras_compat.rebuild_grid_order`).
     """
 
     def set_state(self, state):
         super().set_state(state)
-        tried = sorted(
-            (trial for trial in self.trials.values() if trial.hyperparameters.values),
-            key=functools.cmp_to_key(lambda a, b: self._compare(a.hyperparameters.values, b.hyperparameters.values)),
-        )
-        self._ordered_ids = type(self._ordered_ids)()
-        for trial in tried:
-            self._ordered_ids.insert(trial.trial_id)
-        # Re-queuing a trial whose successor was tried is harmless: the
-        # oracle skips it.
-        self._populate_next = list(self.end_order)
+        _keras_compat.rebuild_grid_order(self)
 
 
 class GridSearch(_JournalMixin, keras_tuner.Tuner):
