@@ -275,6 +275,35 @@ def test_on_disk_cache_is_memory_mapped_and_round_trips(tmp_path):
         TeacherCache.build(teacher, x, path=tmp_path / "other", overwrite=True)
 
 
+def test_metadata_keeps_its_keys_and_caches_written_before_top_k_caches_still_load(tmp_path):
+    x, _ = make_data(16)
+    teacher = mlp(8, "teacher")
+    path = tmp_path / "cache"
+    expected = TeacherCache.build(teacher, x, path=path).teacher_logits.copy()
+    metadata_file = path / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    assert list(metadata) == [
+        "format",
+        "version",
+        "teacher",
+        "feature_layers",
+        "top_k",
+        "tail_temperature",
+        "data",
+        "arrays",
+    ]
+    assert (metadata["top_k"], metadata["tail_temperature"]) == (None, None)
+    # A dense cache written before top-k caches existed has neither key.
+    del metadata["top_k"], metadata["tail_temperature"]
+    metadata_file.write_text(json.dumps(metadata))
+    loaded = TeacherCache.load(path)
+    assert (loaded.top_k, loaded.tail_temperature, loaded.num_classes, loaded.teacher_top_k) == (None, None, 3, None)
+    assert "dense logits" in repr(loaded)
+    np.testing.assert_array_equal(loaded.teacher_logits, expected)
+    (inputs,) = loaded.dataset(x, batch_size=16, shuffle=False)[0]
+    np.testing.assert_array_equal(inputs[LOGITS_KEY], expected)
+
+
 def test_truncated_corrupted_or_missing_files_are_detected(tmp_path):
     x, _ = make_data(32)
     path = tmp_path / "cache"

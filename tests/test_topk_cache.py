@@ -1,5 +1,6 @@
 """The top-k teacher cache: k logits, their class ids and a tail logit per position, rebuilt in the step."""
 
+import json
 import os
 import warnings
 
@@ -10,7 +11,7 @@ from keras import ops
 
 import keras_kd
 from conftest import ArrayBatches, make_data
-from keras_kd.cache import INPUTS_KEY, TeacherCache, cached_teacher_outputs, topk
+from keras_kd.cache import INPUTS_KEY, TeacherCache, cached_teacher_outputs, kinds, topk
 
 CLASSES = 40
 
@@ -265,6 +266,31 @@ def test_saved_top_k_cache_loads_and_trains(tmp_path):
     distiller = keras_kd.Distiller(teacher, student_mlp()).compile(optimizer="sgd")
     history = distiller.fit(loaded.dataset(x, y, batch_size=8), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_top_k_batch_carries_its_class_count_and_old_metadata_still_loads(tmp_path):
+    x, y = make_data(16)
+    teacher = teacher_mlp()
+    path = tmp_path / "cache"
+    cache = TeacherCache.build(teacher, x, top_k=3, path=path)
+    inputs, _ = cache.dataset(x, y, batch_size=8, shuffle=False)[0]
+    assert kinds.kind_of_batch(inputs) is kinds.TopKLogits
+    entry = inputs[kinds.TopKLogits.batch_key]
+    assert sorted(entry) == sorted([*topk.ARRAY_NAMES, kinds.CLASS_COUNT])
+    # The class count is the static shape of an empty array: no bytes, no key to parse.
+    assert entry[kinds.CLASS_COUNT].shape == (8, 0, CLASSES) and entry[kinds.CLASS_COUNT].nbytes == 0
+    assert rebuilt(inputs).shape == (8, CLASSES)
+
+    metadata_file = path / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    assert (metadata["top_k"], metadata["tail_temperature"], metadata["num_classes"]) == (3, 1.0, CLASSES)
+    # Top-k caches written before tail temperatures have no such key: their tail is exact at 1.
+    del metadata["tail_temperature"]
+    metadata_file.write_text(json.dumps(metadata))
+    loaded = TeacherCache.load(path)
+    assert (loaded.top_k, loaded.tail_temperature, loaded.num_classes) == (3, 1.0, CLASSES)
+    for actual, expected in zip(loaded.teacher_top_k, cache.teacher_top_k):
+        np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.parametrize(

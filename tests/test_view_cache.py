@@ -1,4 +1,4 @@
-"""The cache of augmented views (issue 17): consistency, per-epoch draws, files and every refusal."""
+"""The cache of augmented views: consistency, per-epoch draws, files and every refusal."""
 
 import os
 
@@ -8,7 +8,17 @@ import pytest
 
 import keras_kd
 from conftest import ArrayBatches
-from keras_kd.cache import INPUTS_KEY, LOGITS_KEY, CacheMismatchError, TeacherCache, split_cached, topk, views
+from keras_kd.cache import (
+    INPUTS_KEY,
+    LOGITS_KEY,
+    CacheMismatchError,
+    TeacherCache,
+    cached_teacher_outputs,
+    kinds,
+    split_cached,
+    topk,
+    views,
+)
 
 ROWS, SIDE, CLASSES = 24, 8, 3
 # The teacher's outputs on a batch of views against those cached when the
@@ -194,9 +204,10 @@ def test_features_and_top_k_are_cached_per_view():
     np.testing.assert_allclose(
         features.predict_on_batch(inputs), cached["keras_kd_teacher_features"]["teacher_pool"], **TOLERANCE
     )
-    key, num_classes = topk.find_batch_key(cached)
-    top_logits = cached[key][topk.TOP_K_LOGITS]
+    top_logits = cached[kinds.TopKLogits.batch_key][topk.TOP_K_LOGITS]
     np.testing.assert_allclose(top_logits[:, 0], teacher.predict_on_batch(inputs).max(axis=-1), **TOLERANCE)
+    rebuilt, _ = cached_teacher_outputs(cached, [])
+    assert keras.ops.convert_to_numpy(rebuilt).shape == (ROWS, CLASSES)
     distiller = keras_kd.Distiller(teacher, student(), temperature=1.0)  # the top-k tail is exact at T=1
     assert np.isfinite(distiller.compile(optimizer="sgd").fit(data, epochs=1, verbose=0).history["loss"]).all()
 

@@ -16,13 +16,15 @@ Distiller refuses a cache made by another teacher, `dataset()` refuses other
 data, and `load()` refuses truncated or corrupted files, so stale outputs are
 never used silently.
 
-The modules: `store` (`TeacherCache`: building, loading, checks), `files`
-(the on-disk layout), `fingerprints` (of teachers and data), `sources` (the
-data a cache is built from), `datasets` (the training data that carry the
-cached outputs, and how `fit` receives them), `batches` (the layout of a
-cached batch, read by the Distiller's step), `views` (a cache of augmented
-views: K per row with the teacher's outputs on each, one given per epoch)
-and `errors`.
+The modules: `store` (`TeacherCache`: building, loading, checks), `kinds`
+(how the teacher's logits are stored and given back: dense logits, or the
+top-k of `topk`; one class per kind), `teacher_pass` (the one loop that runs
+the teacher into the stored arrays), `files` (the on-disk layout),
+`fingerprints` (of teachers and data), `sources` (the data a cache is built
+from), `datasets` (the training data that carry the cached outputs),
+`batches` (the layout of a cached batch, read by the Distiller's step),
+`views` (a cache of augmented views: K per row with the teacher's outputs on
+each, one given per epoch) and `errors`.
 """
 
 from keras_kd.cache.batches import (

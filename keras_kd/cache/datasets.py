@@ -1,11 +1,12 @@
 """The training data of a cached Distiller: batches that carry their teacher outputs.
 
-Rows in memory take Keras's own path: `keras_arguments` hands `fit` and
+Rows in memory take Keras's own path: `keras_arrays()` gives `fit` and
 `evaluate` the inputs and the cached outputs as one structure of arrays, which
-Keras's array adapter shuffles and batches together (so a cached step costs
-what the student's own data path costs, issue 15). Rows in memory-mapped
-arrays, and batches of a PyDataset, are assembled here, by the PyDatasets
-below, so that data larger than memory are read a batch at a time.
+Keras's array adapter shuffles and batches together, as it batches the
+student's own arrays. Rows in memory-mapped arrays, and batches of a
+PyDataset, are assembled here, by the PyDatasets below, so that data larger
+than memory are read a batch at a time. `fit_callbacks()` gives the callbacks
+`fit` needs beside the data.
 """
 
 import inspect

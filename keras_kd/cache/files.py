@@ -44,6 +44,30 @@ def allocate(directory, name, shape, dtype, metadata):
     return np.lib.format.open_memmap(os.path.join(directory, filename), mode="w+", dtype=dtype, shape=shape)
 
 
+class ArrayWriter:
+    """The arrays of a cache being built, by name: in memory if `directory` is None, else `.npy` memory maps there.
+
+    Each array allocated is recorded in `metadata` (`allocate`) and kept in
+    `arrays`.
+    """
+
+    def __init__(self, directory, metadata):
+        self.directory = directory
+        self.metadata = metadata
+        self.arrays = {}
+
+    def allocate(self, name, shape, dtype):
+        """A new array to fill, of `shape` and `dtype`, stored as `name`."""
+        self.arrays[name] = allocate(self.directory, name, shape, dtype, self.metadata)
+        return self.arrays[name]
+
+    def flush(self):
+        """Writes the memory-mapped arrays' contents to their files."""
+        for array in self.arrays.values():
+            if isinstance(array, np.memmap):
+                array.flush()
+
+
 def finish_directory(directory, metadata):
     """Records sizes and checksums, then writes the metadata last."""
     for record in metadata["arrays"].values():

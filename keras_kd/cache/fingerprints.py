@@ -25,20 +25,20 @@ def teacher_fingerprint(model):
     """SHA-256 of a model's weights: names, shapes, dtypes and every byte.
 
     A Distiller checks its teacher at every `fit` on a cache, so a sweep
-    would hash every weight once per trial (0.22 s for 4.7M weights on
-    TensorFlow, issue 15). The fingerprint is therefore remembered per model
-    beside a CRC-32 of each weight, about 15x cheaper than SHA-256, and
-    recomputed only when a CRC or the list of weights changed. A CRC-32
-    changes with any edit of up to 32 consecutive bits, so an in-place edit
-    of any single element (`variable.assign`) is always seen; a wider edit
-    goes unseen with probability 2**-32.
+    would hash every weight once per trial. The fingerprint is therefore
+    remembered per model beside a CRC-32 of each weight (far cheaper to
+    compute than SHA-256), and recomputed only when a CRC or the list of
+    weights changed. A CRC-32 changes with any edit of up to 32 consecutive
+    bits, so an in-place edit of any single element (`variable.assign`) is
+    always seen; a wider edit goes unseen with probability 2**-32.
 
     Where the backend proves a weight unchanged without reading it
     (`keras_kd.backend.value_version`: on JAX the same immutable array, on
     torch the same tensor at the same version), not even the CRC is
-    computed: a fit on a cache then checks the teacher in microseconds. Any
-    `assign`, `set_weights` or in-place torch op is still seen; on torch a
-    write through `tensor.data` or a NumPy view of the tensor is not.
+    computed, and a fit on a cache checks the teacher without reading its
+    weights. Any `assign`, `set_weights` or in-place torch op is still seen;
+    on torch a write through `tensor.data` or a NumPy view of the tensor is
+    not.
 
     Args:
         model: A `keras.Model` (or layer).

@@ -4,13 +4,12 @@ import os
 import shutil
 
 import keras
-import numpy as np
 
 from keras_kd import atomic, validation
 from keras_kd import features as kd_features
-from keras_kd.cache import datasets, files, fingerprints, sources, topk
+from keras_kd.cache import datasets, files, fingerprints, kinds, sources, teacher_pass
 from keras_kd.cache import views as view_cache
-from keras_kd.cache.batches import FEATURES_KEY, LOGITS_KEY
+from keras_kd.cache.batches import FEATURES_KEY
 from keras_kd.cache.errors import CacheMismatchError
 
 
@@ -62,6 +61,7 @@ class TeacherCache:
     def __init__(self, arrays, metadata, path=None):
         self._arrays = arrays
         self._metadata = metadata
+        self._kind = kinds.from_metadata(metadata, arrays)
         self.path = path
 
     # ------------------------------------------------------------ creation
@@ -101,7 +101,8 @@ class TeacherCache:
             overwrite: Whether to replace an existing cache at `path`.
             top_k: None stores the dense logits. An int `k` stores, per
                 position, the `k` largest logits, their class ids and one
-                tail logit for the rest of the mass (`keras_kd.cache.topk`);
+                tail logit for the rest of the mass (`keras_kd.cache.topk`,
+                `keras_kd.cache.kinds.TopKLogits`);
                 each batch is rebuilt into dense logits in the step, so every
                 distillation loss works unchanged. Exact at temperature 1
                 (top-k probabilities and the rest mass); at other
@@ -145,21 +146,14 @@ class TeacherCache:
         if len(set(feature_layers)) != len(feature_layers):
             raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
         batch_size = validation.check_positive_int("batch_size", batch_size)
-        top_k = topk.check_top_k(top_k)
-        tail_temperature = validation.check_temperature(tail_temperature, "tail_temperature", schedulable=False)
-        if top_k is None and tail_temperature != 1.0:
-            raise ValueError(
-                f"`tail_temperature` ({tail_temperature!r}) applies to a top-k cache only; pass `top_k` too."
-            )
+        kind = kinds.from_arguments(top_k, tail_temperature)
         plan = None
         if augmentation is not None or views is not None:
             plan = view_cache.ViewPlan(augmentation, views, seed, view_dtype)
         source = sources.make_source(x)
-        if plan is not None and (not isinstance(source, sources.ArraySource) or keras.tree.is_nested(source.structure)):
-            raise TypeError("A cache of augmented views is built from one array of images; pass `x` as that array.")
-        view = kd_features.multi_output_view(teacher, "teacher", feature_layers)
-        if top_k is not None:
-            view = topk.TopKView(view, top_k, tail_temperature)
+        if plan is not None:
+            plan.check_source(source)
+        feature_extractor = kd_features.feature_extractor(teacher, "teacher", feature_layers)
         if path is not None:
             path = os.path.abspath(os.fspath(path))
             files.check_writable(path, overwrite)
@@ -168,26 +162,26 @@ class TeacherCache:
             "version": files.FORMAT_VERSION,
             "teacher": {"name": teacher.name, "fingerprint": fingerprints.teacher_fingerprint(teacher)},
             "feature_layers": feature_layers,
-            "top_k": top_k,
-            "tail_temperature": None if top_k is None else tail_temperature,
+            **kind.metadata(),
             "data": None,
             "arrays": {},
         }
         directory = None if path is None else atomic.staging_directory(path)
         try:
+            writer = files.ArrayWriter(directory, metadata)
             if plan is None:
-                arrays = _run_teacher(view, source, feature_layers, directory, metadata, batch_size)
+                batches = teacher_pass.RowBatches(source, batch_size)
             else:
-                names = ([files.LOGITS] if top_k is None else list(topk.ARRAY_NAMES)) + [
-                    files.feature_key(layer) for layer in feature_layers
-                ]
-                predict = _batch_predictor(view)
-                arrays = view_cache.run_teacher(
-                    plan, predict, source, names, directory, metadata, batch_size, _view_allocator(view)
-                )
+                batches = view_cache.ViewBatches(plan, source, batch_size, writer)
+            teacher_pass.run_teacher(feature_extractor, kind, feature_layers, batches, writer)
+            writer.flush()
+            metadata["data"] = batches.data_record
+            metadata.update(kind.metadata())  # With what the run told, e.g. the class count.
+            if plan is not None:
+                metadata["views"] = plan.record()
             if directory is None:
-                return cls(arrays, metadata)
-            arrays = None  # Close the writable memory maps before renaming.
+                return cls(writer.arrays, metadata)
+            writer = batches = None  # Close the writable memory maps before renaming.
             files.finish_directory(directory, metadata)
             atomic.replace_directory(directory, path)
             directory = None
@@ -260,20 +254,16 @@ class TeacherCache:
 
     @property
     def top_k(self):
-        return self._metadata.get("top_k")  # Absent in caches written before top-k caches.
+        return self._kind.top_k
 
     @property
     def tail_temperature(self):
         """The temperature at which a top-k cache's rest mass is exact; None for a dense cache."""
-        if self.top_k is None:
-            return None
-        return self._metadata.get("tail_temperature", 1.0)
+        return self._kind.tail_temperature
 
     @property
     def num_classes(self):
-        if self.top_k is None:
-            return self.teacher_logits.shape[-1]
-        return self._metadata["num_classes"]
+        return self._kind.num_classes
 
     @property
     def nbytes(self):
@@ -304,13 +294,7 @@ class TeacherCache:
             ValueError: for a top-k cache, which holds no dense logits (see
                 `teacher_top_k`).
         """
-        if self.top_k is not None:
-            raise ValueError(
-                f"This is a top-{self.top_k} cache: it holds no dense logits. Read its arrays "
-                "with cache.teacher_top_k, or rebuild dense logits with "
-                "keras_kd.cache.topk.dense_logits(*cache.teacher_top_k, cache.num_classes)."
-            )
-        return self._arrays[files.LOGITS]
+        return self._kind.teacher_logits(self._arrays)
 
     @property
     def teacher_top_k(self):
@@ -319,21 +303,17 @@ class TeacherCache:
         Shapes `(num_rows, ..., top_k)`, `(num_rows, ..., top_k)` and
         `(num_rows, ...)`; None for a dense cache.
         """
-        if self.top_k is None:
-            return None
-        return tuple(self._arrays[name] for name in topk.ARRAY_NAMES)
+        return self._kind.teacher_top_k(self._arrays)
 
     def output_arrays(self, feature_layers=()):
         """The stored outputs as a cached batch lays them out, for all rows.
 
-        `{LOGITS_KEY: logits}` for a dense cache, `{topk.batch_key(C): {name:
-        array}}` for a top-k one, plus `{FEATURES_KEY: {layer: features}}` for
-        `feature_layers`. `cache.dataset` takes rows of these.
+        `{kind.batch_key: entry}` for the cache's output kind
+        (`keras_kd.cache.kinds`: `{LOGITS_KEY: logits}` for a dense cache),
+        plus `{FEATURES_KEY: {layer: features}}` for `feature_layers`.
+        `cache.dataset` takes rows of these.
         """
-        if self.top_k is None:
-            arrays = {LOGITS_KEY: self.teacher_logits}
-        else:
-            arrays = {topk.batch_key(self.num_classes): dict(zip(topk.ARRAY_NAMES, self.teacher_top_k))}
+        arrays = {self._kind.batch_key: self._kind.batch_entry(self._arrays)}
         if feature_layers:
             arrays[FEATURES_KEY] = {layer: self.teacher_features(layer) for layer in feature_layers}
         return arrays
@@ -346,9 +326,8 @@ class TeacherCache:
 
     def __repr__(self):
         where = "in memory" if self.path is None else f"at {self.path!r}"
-        stored = "dense logits" if self.top_k is None else f"top-{self.top_k} of {self.num_classes} classes"
         return (
-            f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, {stored}, "
+            f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, {self._kind.describe()}, "
             f"features={self.feature_layers}, "
             + ("" if self.num_views is None else f"{self.num_views} views per row, ")
             + f"{where})"
@@ -387,8 +366,7 @@ class TeacherCache:
         """
         _refuse_input_transforms(distiller, self.num_views)
         self.check_teacher(distiller.teacher)
-        if self.top_k is not None:
-            topk.warn_unless_tail_temperature(distiller, self.top_k, self.tail_temperature)
+        self._kind.check_distiller(distiller)
         available = self.feature_layers if feature_layers is None else list(feature_layers)
         missing = [match.teacher_layer for match in distiller.feature_matches if match.teacher_layer not in available]
         if missing:
@@ -503,81 +481,6 @@ class TeacherCache:
             workers,
             max_queue_size,
         )
-
-
-def _run_teacher(view, source, feature_layers, directory, metadata, batch_size):
-    """Streams `source` through `view`, filling arrays and `metadata`."""
-    num_rows = source.num_rows
-    wanted_rows = fingerprints.sample_rows(num_rows)
-    top_k = metadata["top_k"]
-    logit_names = [files.LOGITS] if top_k is None else list(topk.ARRAY_NAMES)
-    names = logit_names + [files.feature_key(layer) for layer in feature_layers]
-    arrays, hashes, first_row_hashes, leaf_specs, start = None, [], [], None, 0
-    predict = _batch_predictor(view)
-    for batch in source.batches(batch_size):
-        leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(batch)]
-        rows = len(leaves[0])
-        if start + rows > num_rows:
-            raise ValueError(
-                f"The dataset gave more rows on its second read than on its first "
-                f"({num_rows}); it must give the same rows in the same order every time."
-            )
-        if leaf_specs is None:
-            leaf_specs = [{"shape": list(leaf.shape[1:]), "dtype": str(leaf.dtype)} for leaf in leaves]
-        outputs = predict(batch, rows)
-        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        if arrays is None:
-            dtypes = {name: output.dtype for name, output in zip(names, outputs)}
-            if top_k is not None:
-                metadata["num_classes"] = view.num_classes
-                dtypes[topk.TOP_K_CLASS_IDS] = topk.class_id_dtype(view.num_classes)
-            arrays = {
-                name: files.allocate(directory, name, (num_rows,) + output.shape[1:], dtypes[name], metadata)
-                for name, output in zip(names, outputs)
-            }
-        for name, output in zip(names, outputs):
-            arrays[name][start : start + rows] = output
-        for row in wanted_rows:
-            if start <= row < start + rows:
-                hashes.append(fingerprints.row_hash([leaf[row - start] for leaf in leaves]))
-        first_row_hashes.append(fingerprints.row_hash([leaf[0] for leaf in leaves]))
-        start += rows
-    if start != num_rows:
-        raise ValueError(
-            f"The dataset gave {start} rows on its second read but {num_rows} on "
-            "its first; it must give the same rows in the same order every time."
-        )
-    metadata["data"] = fingerprints.data_metadata(num_rows, leaf_specs, wanted_rows, hashes)
-    if isinstance(source, sources.DatasetSource):
-        # Lets a dataset's batches be checked one by one as they are read.
-        metadata["data"]["batch_rows"] = source.batch_rows
-        metadata["data"]["batch_first_row_hashes"] = first_row_hashes
-    for array in arrays.values():
-        if isinstance(array, np.memmap):
-            array.flush()
-    return arrays
-
-
-def _view_allocator(view):
-    """`files.allocate` for a view cache, with a top-k cache's class ids in their smallest dtype."""
-
-    def allocate(directory, name, shape, dtype, metadata):
-        if name == topk.TOP_K_CLASS_IDS:
-            metadata["num_classes"] = view.num_classes
-            dtype = topk.class_id_dtype(view.num_classes)
-        return files.allocate(directory, name, shape, dtype, metadata)
-
-    return allocate
-
-
-def _batch_predictor(view):
-    """`(batch, rows) -> outputs` of the compiled inference function."""
-    strategy = getattr(view, "distribute_strategy", None)  # TensorFlow only
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-        # Under tf.distribute, predict_on_batch runs the whole batch on every
-        # replica and concatenates the copies; predict splits it instead.
-        return lambda batch, rows: view.predict(batch, batch_size=rows, verbose=0)
-    return lambda batch, rows: view.predict_on_batch(batch)
 
 
 def _refuse_input_transforms(distiller, num_views=None):

@@ -24,8 +24,8 @@ temperature T != 1 the tail's softened mass depends on that shape: the
 uniform tail gives `(num_classes - k) * exp(tail_logit / T)` where the
 teacher has `sum_j exp(z_j / T)`; by the power-mean inequality it
 over-estimates the tail's mass for T > 1 and under-estimates it for T < 1,
-by far when the teacher's tail sits on a few classes (`bench/topk_cache.py`:
-a student at T = 4 from such a cache fell below one trained on labels alone).
+by far when the teacher's tail sits on a few classes (what that does to a
+student is measured in docs/results/benchmarks.md, "Top-k teacher cache").
 So the tail logit is set for one temperature, `tail_temperature` (default 1):
 `tail_logit = T * (logsumexp(z_j / T) - log(num_classes - k))`, which makes
 the softened rest mass exact at that T. Build the cache for the Distiller's
@@ -51,42 +51,22 @@ the teacher's top-k and discards the rest mass; with the uniform tail the
 student also learns how much mass the teacher leaves outside them (its
 confidence), at the cost of being pulled towards a flat tail.
 `bench/topk_cache.py` compares both with a dense cache.
+
+How a cache stores these arrays and gives them to the step is its output
+kind, `keras_kd.cache.kinds.TopKLogits`.
 """
 
 import math
 import numbers
-import re
 import warnings
 
-import keras
-import numpy as np
 from keras import ops
-
-# The batch key of a top-k cache's outputs carries the number of classes:
-# the dense logits are rebuilt from it in the step, where only the batch is
-# seen, and a dict key passes unchanged through every Keras data adapter
-# (an array would be batched, a Python int refused).
-_KEY_PATTERN = re.compile(r"^keras_kd_teacher_top_k_of_(\d+)_classes$")
 
 # The arrays of a top-k cache, as named in its files and in its batches.
 TOP_K_LOGITS = "top_k_logits"
 TOP_K_CLASS_IDS = "top_k_class_ids"
 TAIL_LOGIT = "tail_logit"
 ARRAY_NAMES = (TOP_K_LOGITS, TOP_K_CLASS_IDS, TAIL_LOGIT)
-
-
-def batch_key(num_classes):
-    """The key under which a batch carries the top-k outputs of a teacher with `num_classes` classes."""
-    return f"keras_kd_teacher_top_k_of_{int(num_classes)}_classes"
-
-
-def find_batch_key(cached_outputs):
-    """`(key, num_classes)` of the top-k outputs in a batch dict, or `(None, None)`."""
-    for key in cached_outputs:
-        match = _KEY_PATTERN.match(key) if isinstance(key, str) else None
-        if match:
-            return key, int(match.group(1))
-    return None, None
 
 
 def check_top_k(top_k):
@@ -129,12 +109,10 @@ def warn_unless_tail_temperature(distiller, top_k, tail_temperature):
         f"This Distiller trains at temperature {temperature:g} from a top-{top_k} teacher cache "
         f"whose tail is exact at temperature {tail_temperature:g} only: the other classes share "
         "the rest of the mass evenly, which at a higher temperature gives them far more of the "
-        "softened mass than the teacher's own tail (at a lower one, less). On a 1,000-class task "
-        "(bench/topk_cache.py, tail_temperature=1), "
-        "students from top-8 and top-32 caches reached a held-out accuracy of 0.461 and 0.474 "
-        "at T=1 (dense cache: 0.476), but 0.252 and 0.335 at T=4 (dense cache: 0.548, labels "
-        "alone: 0.341). Build the cache with tail_temperature equal to the Distiller's "
-        "temperature, or use a dense cache.",
+        "softened mass than the teacher's own tail (at a lower one, less); a student can then do "
+        "worse than one trained on labels alone (see docs/guides/cache.md, 'Top-k caches for large "
+        "vocabularies', and docs/results/benchmarks.md). Build the cache with tail_temperature "
+        "equal to the Distiller's temperature, or use a dense cache.",
         UserWarning,
         stacklevel=2,
     )
@@ -233,51 +211,3 @@ def _put(dense, class_ids, values):
     if None in inner_shape:
         return ops.reshape(rows, ops.shape(dense))
     return ops.reshape(rows, (-1,) + inner_shape)
-
-
-class TopKView(keras.Model):
-    """A teacher (view) whose first output is compressed to its top-k arrays on the device.
-
-    `[logits, *features]` becomes `[top_k_logits, top_k_class_ids, tail_logit,
-    *features]`, so that only the compressed arrays leave the device when the
-    cache is built. `top_k` is checked against the teacher's number of
-    classes (from a symbolic call) before the teacher first runs.
-    """
-
-    def __init__(self, view, top_k, tail_temperature=1.0):
-        super().__init__(name=f"{view.name}_top_{top_k}")
-        self.view = view
-        self.top_k = top_k
-        self.tail_temperature = tail_temperature
-        self.built = True
-        self.num_classes = None  # Known once checked, before the first batch runs.
-
-    def call(self, inputs, training=False):
-        outputs = self.view(inputs, training=training)
-        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        return [*compress(outputs[0], self.top_k, self.tail_temperature), *outputs[1:]]
-
-    def predict_on_batch(self, x):
-        self._check_classes(x)
-        return super().predict_on_batch(x)
-
-    def predict(self, x, *args, **kwargs):
-        self._check_classes(x)
-        return super().predict(x, *args, **kwargs)
-
-    def _check_classes(self, batch):
-        # Here rather than in `call`, where Keras would wrap the message in
-        # the call's arguments.
-        if self.num_classes is not None:
-            return
-        specs = keras.tree.map_structure(
-            lambda leaf: keras.KerasTensor(np.shape(leaf), dtype=str(np.asarray(leaf).dtype)), batch
-        )
-        logits = keras.tree.flatten(self.view.compute_output_spec(specs))[0]
-        if len(logits.shape) < 2:
-            raise ValueError(
-                f"A top-k cache needs teacher logits of shape (batch, ..., classes); the teacher "
-                f"outputs shape {tuple(logits.shape)}."
-            )
-        check_top_k_classes(self.top_k, logits.shape[-1])
-        self.num_classes = logits.shape[-1]

@@ -14,12 +14,12 @@ rather than the layers' random transformation parameters. The parameters are
 smaller (a few numbers per view against a whole image), but replaying them is
 neither exact nor free: on Keras 3.15's torch backend, `transform_images` of
 `RandomRotation` and `RandomBrightness` gives another image when called twice
-with one transformation (up to 0.85 apart on [0, 1] pixels), and a replay
-would run the interpolation in every training step, which alone costs about
-what a small student's step costs. Stored inputs are exact by construction:
-the teacher's outputs are computed on the very array the student later reads
-(rounded first to `view_dtype`, when one is given, so both see the rounded
-view).
+with one transformation, and a replay would run the interpolation in every
+training step (see docs/guides/cache.md, "A cache of augmented views", and
+docs/results/benchmarks.md for what the cache costs and gains). Stored
+inputs are exact by construction: the teacher's outputs are computed on the
+very array the student later reads (rounded first to `view_dtype`, when one
+is given, so both see the rounded view).
 """
 
 import hashlib
@@ -29,7 +29,7 @@ import numbers
 import keras
 import numpy as np
 
-from keras_kd.cache import datasets, fingerprints
+from keras_kd.cache import datasets, fingerprints, sources
 from keras_kd.cache.batches import INPUTS_KEY
 from keras_kd.cache.errors import CacheMismatchError
 
@@ -116,6 +116,17 @@ class ViewPlan:
         self.dtype = None if view_dtype is None else _float_dtype(view_dtype)
         self.configs = [_layer_config(layer) for layer in self.layers]
 
+    def check_source(self, source):
+        """Raises unless `source` (`keras_kd.cache.sources`) is one array of images, as the views need."""
+        if not isinstance(source, sources.ArraySource) or keras.tree.is_nested(source.structure):
+            raise TypeError("A cache of augmented views is built from one array of images; pass `x` as that array.")
+        (images,) = source.leaves
+        if images.ndim != 4:
+            raise ValueError(
+                "A cache of augmented views needs images: `x` of shape (rows, height, width, "
+                f"channels) for Keras's image preprocessing layers; got shape {images.shape}."
+            )
+
     def record(self):
         """The views' entry in a cache's metadata; `digest` is the augmentation's fingerprint."""
         fields = {"count": self.count, "seed": self.seed, "dtype": self.dtype, "augmentation": self.configs}
@@ -165,53 +176,44 @@ def check_views(record, augmentation, views=None, seed=None, view_dtype=None):
         )
 
 
-def run_teacher(plan, predict, source, output_names, directory, metadata, batch_size, allocate):
-    """Makes `plan.count` views of every row of `source` and the teacher's outputs on each.
+class ViewBatches:
+    """`plan.count` augmented views of every row of `source`, in batches for the teacher.
 
-    Args:
-        plan: A `ViewPlan`.
-        predict: `(batch, rows) -> outputs` of the teacher (logits, then features).
-        source: An `ArraySource` of one array of images.
-        output_names: Names of the outputs `predict` returns, in order.
-        directory, metadata: Where the arrays go (`files.allocate`).
-        batch_size: Rows augmented and run through the teacher at once.
-        allocate: `files.allocate`.
+    Iterating yields `(views, (rows, view_index))`, a batch of views and
+    where the teacher's outputs on them go, and stores each batch of views
+    in the cache's `augmented_inputs` array (allocated from `writer` at the
+    first one), so that the student later reads the very views the teacher
+    saw.
 
-    Returns:
-        The arrays by name: the views `(rows, K, ...)` and each output `(rows, K, ...)`.
+    Attributes:
+        leading_shape: `(num_rows, plan.count)`.
+        data_record: The data's record in the cache's metadata (the
+            fingerprint of the un-augmented rows).
     """
-    (images,) = source.leaves
-    if images.ndim != 4:
-        raise ValueError(
-            "A cache of augmented views needs images: `x` of shape (rows, height, width, "
-            f"channels) for Keras's image preprocessing layers; got shape {images.shape}."
-        )
-    num_rows, generator = source.num_rows, keras.random.SeedGenerator(plan.seed)
-    wanted_rows = fingerprints.sample_rows(num_rows)
-    arrays = None
-    for start in range(0, num_rows, batch_size):
-        stop = min(start + batch_size, num_rows)
-        batch = np.asarray(images[start:stop])
-        for view_index in range(plan.count):
-            view = plan.augment(batch, generator)
-            outputs = predict(view, stop - start)
-            outputs = [np.asarray(keras.ops.convert_to_numpy(output)) for output in keras.tree.flatten(outputs)]
-            if arrays is None:
-                shapes = [(VIEWS, view)] + list(zip(output_names, outputs))
-                arrays = {
-                    name: allocate(directory, name, (num_rows, plan.count) + value.shape[1:], value.dtype, metadata)
-                    for name, value in shapes
-                }
-            arrays[VIEWS][start:stop, view_index] = view
-            for name, output in zip(output_names, outputs):
-                arrays[name][start:stop, view_index] = output
-    hashes = [fingerprints.row_hash(source.rows(np.array([row]))) for row in wanted_rows]
-    metadata["data"] = fingerprints.data_metadata(num_rows, source.leaf_specs(), wanted_rows, hashes)
-    metadata["views"] = plan.record()
-    for array in arrays.values():
-        if isinstance(array, np.memmap):
-            array.flush()
-    return arrays
+
+    def __init__(self, plan, source, batch_size, writer):
+        self.plan = plan
+        self.source = source
+        self.batch_size = batch_size
+        self.writer = writer
+        self.leading_shape = (source.num_rows, plan.count)
+        wanted_rows = fingerprints.sample_rows(source.num_rows)
+        hashes = [fingerprints.row_hash(source.rows(np.array([row]))) for row in wanted_rows]
+        self.data_record = fingerprints.data_metadata(source.num_rows, source.leaf_specs(), wanted_rows, hashes)
+
+    def __iter__(self):
+        (images,) = self.source.leaves
+        num_rows, count = self.source.num_rows, self.plan.count
+        generator, stored = keras.random.SeedGenerator(self.plan.seed), None
+        for start in range(0, num_rows, self.batch_size):
+            stop = min(start + self.batch_size, num_rows)
+            batch = np.asarray(images[start:stop])
+            for view_index in range(count):
+                view = self.plan.augment(batch, generator)
+                if stored is None:
+                    stored = self.writer.allocate(VIEWS, (num_rows, count) + view.shape[1:], view.dtype)
+                stored[start:stop, view_index] = view
+                yield view, (slice(start, stop), view_index)
 
 
 class CachedViews(datasets.CachedRows):
@@ -220,8 +222,8 @@ class CachedViews(datasets.CachedRows):
     The view of every row is drawn afresh each epoch, from `(seed, epoch)`
     alone, so a run is repeatable and a resumed one (`initial_epoch`) draws
     what it would have drawn. `Distiller.fit` redraws at the start of each
-    epoch (a callback that `keras_arguments` adds); reading the batches by
-    hand, `on_epoch_end()` moves to the next epoch.
+    epoch (the callback of `fit_callbacks()`); reading the batches by hand,
+    `on_epoch_end()` moves to the next epoch.
     """
 
     def __init__(self, cache, x, y, sample_weight, feature_layers, batch_size, shuffle, seed, workers, max_queue_size):
@@ -288,7 +290,8 @@ class CachedViews(datasets.CachedRows):
     def _fill(self, buffers):
         flat_index = np.arange(self._x.num_rows) * self.num_views + self._choice
         for buffer, stored in zip(keras.tree.flatten(buffers), keras.tree.flatten(self._stored())):
-            buffer[...] = np.take(stored.reshape((-1,) + stored.shape[2:]), flat_index, axis=0)
+            rows_and_views = stored.reshape((stored.shape[0] * stored.shape[1],) + stored.shape[2:])
+            buffer[...] = np.take(rows_and_views, flat_index, axis=0)
 
     def _batch(self, index):
         rows = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
