@@ -23,6 +23,11 @@ The denominator differs from Keras for per-position weights: Keras divides a
 `"sum_over_batch_size"` loss by every position, padding included, so a batch
 with much padding weighs less; here it is divided by the valid positions, as
 token-level trainers do (Hugging Face's `ignore_index`, TRL, torchtune).
+
+This module is also where every loss term is reduced to a scalar:
+`mean_over_positions` (built from `sum_over_positions` and
+`divided_by_count`) for the per-position terms, and `weighted_mean` for the
+per-example ones (feature matching, with `per_example_weights`).
 """
 
 import collections
@@ -138,6 +143,21 @@ def per_example_weights(positions, sample_weight):
             "works), or distil the logits alone."
         )
     return sample_weight
+
+
+def weighted_mean(values, sample_weight=None):
+    """Reduces per-example values to a scalar, as Keras losses do.
+
+    With `sample_weight`, returns `sum(values * sample_weight) / batch_size`
+    (Keras's "sum_over_batch_size"), so that a Distiller with `alpha=0`
+    trains exactly like `student.fit` with the same weights.
+    """
+    values = ops.cast(values, "float32")
+    if sample_weight is not None:
+        sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        values = ops.reshape(values, (ops.shape(sample_weight)[0], -1))
+        values = values * ops.expand_dims(sample_weight, -1)
+    return ops.mean(values)
 
 
 def input_padding_mask(inputs, logits):
