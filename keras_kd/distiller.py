@@ -1,27 +1,25 @@
 """The Distiller: a `keras.Model` that trains a student against a frozen teacher."""
 
 import collections
-import contextlib
 import os
 
 import keras
 from keras import ops
 
-from keras_kd import _casting, atomic, fit_checks, hyperparameters, model_checks, transfer, validation
+from keras_kd import _casting, atomic, fit_plan, hyperparameters, model_checks, transfer
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
 from keras_kd import losses as kd_losses
 from keras_kd import metrics as kd_metrics
+from keras_kd import mixup as kd_mixup
 from keras_kd import positions as kd_positions
 from keras_kd.backend import _keras_compat
-from keras_kd.cache import fingerprints as kd_fingerprints
 
 # What the teacher (run outside the gradient computation) hands to the loss.
 # `mixing` is `(partner, weight)` when mixup mixed the batch, else None.
 Batch = collections.namedtuple(
-    "Batch",
-    ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step", "mixing", "every_row_labeled"],
+    "Batch", ["x", "y", "sample_weight", "teacher_logits", "teacher_features", "step", "mixing"]
 )
 # What the loss computation hands to the metrics.
 # `positions`: the `keras_kd.positions.Positions` of the student's logits.
@@ -110,47 +108,24 @@ class Distiller(keras.Model):
         name="distiller",
         **kwargs,
     ):
-        validation.check_model("teacher", teacher)
-        validation.check_model("student", student)
-        if teacher is student:
-            raise ValueError(
-                "The teacher and the student are the same model object. Pass a "
-                "separate student, e.g. a smaller model or "
-                "keras.models.clone_model(teacher)."
-            )
+        model_checks.check_teacher_and_student(teacher, student)
         super().__init__(name=name, **kwargs)
-        self._temperature_value = hyperparameters.ScheduledValue(
-            "temperature", temperature, validation.check_temperature, validation.valid_temperatures
-        )
-        self._alpha_value = hyperparameters.ScheduledValue(
-            "alpha", alpha, validation.check_alpha, validation.valid_alphas
-        )
+        self._temperature_value = hyperparameters.temperature(temperature)
+        self._alpha_value = hyperparameters.alpha(alpha)
         self.distillation_loss = kd_losses.get(distillation_loss)
-        self.augmentation = validation.check_augmentation(augmentation)
-        if self.augmentation is not None and not self.augmentation.built:
-            # Built now, not inside a compiled step (torch.compile cannot
-            # trace the creation of a Sequential's input layer).
-            teacher_shapes = model_checks.io_shapes(teacher)
-            if teacher_shapes is not None and len(teacher_shapes[0]) == 1:
-                self.augmentation.build(teacher_shapes[0][0])
-        self.mixup = validation.check_mixup(mixup)
+        self.augmentation = model_checks.built_augmentation(augmentation, teacher)
+        self.mixup = kd_mixup.check_concentration(mixup)
         self.seed = seed
         if self.mixup > 0:
             self._mixup_seed = keras.random.SeedGenerator(seed, name="mixup_seed")
         model_checks.build_from_teacher_inputs(student, teacher)
         model_checks.check_logit_models(teacher, student)
         self.feature_matches = model_checks.check_feature_matches(feature_matches)
-        # Views share the models' layers and variables; they are kept out of
-        # Keras's tracking so nothing is saved twice.
-        object.__setattr__(
-            self,
-            "_teacher_view",
-            kd_features.multi_output_view(teacher, "teacher", [m.teacher_layer for m in self.feature_matches]),
+        self._teacher_extractor = kd_features.feature_extractor(
+            teacher, "teacher", [match.teacher_layer for match in self.feature_matches]
         )
-        object.__setattr__(
-            self,
-            "_student_view",
-            kd_features.multi_output_view(student, "student", [m.student_layer for m in self.feature_matches]),
+        self._student_extractor = kd_features.feature_extractor(
+            student, "student", [match.student_layer for match in self.feature_matches]
         )
 
         teacher.trainable = False
@@ -164,14 +139,9 @@ class Distiller(keras.Model):
         )
         self.alpha = keras.Variable(self._alpha_value.initial_value, trainable=False, dtype="float32", name="alpha")
         self.hard_loss = kd_losses.label_cross_entropy
-        self.adapters = [
-            kd_features.make_adapter(
-                match,
-                student.get_layer(match.student_layer).output.shape,
-                teacher.get_layer(match.teacher_layer).output.shape,
-            )
-            for match in self.feature_matches
-        ]
+        self.adapters = kd_features.make_adapters(
+            self.feature_matches, self._teacher_extractor, self._student_extractor
+        )
         term_names = ["distillation_loss"]
         if self.uses_labels:
             term_names.append("student_loss")
@@ -181,17 +151,22 @@ class Distiller(keras.Model):
                 f"Loss terms need distinct names for the logs; got {term_names}. Give each FeatureMatch a `name`."
             )
         # The logs of every step, kept by one metric (made in compile()).
-        object.__setattr__(self, "_log_names", ("loss", *term_names, "teacher_agreement"))
-        # Plain Python state, kept out of Keras's tracking.
-        object.__setattr__(self, "_step_checks", fit_checks.StepChecks([self._temperature_value, self._alpha_value]))
-        # Set while fit trains on labels without a missing row (see `_training_on`).
-        object.__setattr__(self, "_every_row_labeled", False)
-        object.__setattr__(self, "_labeled_train_function", None)
+        self._log_names = ("loss", *term_names, "teacher_agreement")
+        self._step_checks = fit_plan.new_step_checks([self._temperature_value, self._alpha_value])
         self.built = True
 
+    # Attributes Keras's tracking leaves alone: the feature extractors share
+    # the models' layers (tracked, they would be saved twice); the rest is
+    # plain Python state, or arrays that Keras's JAX trainer sets at every
+    # step (`_keras_compat.PER_STEP_STATE_ATTRIBUTES`), which the tracking
+    # would walk for nothing.
+    _UNTRACKED = (
+        frozenset({"_teacher_extractor", "_student_extractor", "_log_names", "_step_checks"})
+        | _keras_compat.PER_STEP_STATE_ATTRIBUTES
+    )
+
     def __setattr__(self, name, value):
-        if name in _keras_compat.PER_STEP_STATE_ATTRIBUTES:
-            # Arrays only, set at every step: Keras's tracking would walk them for nothing.
+        if name in self._UNTRACKED:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -200,10 +175,9 @@ class Distiller(keras.Model):
     def metrics(self):
         """The metrics of this model, as `keras.Model.metrics`, less any of the frozen teacher's layers.
 
-        The teacher trains no metric of the Distiller's. Keras lists the
-        metrics at every step a trainer runs eagerly (torch) by walking
-        every layer: a tenth of a millisecond a step with a ResNet-50
-        teacher on a CPU (docs/results/benchmarks.md).
+        The teacher trains no metric of the Distiller's, and a trainer that
+        runs eagerly (torch) lists the metrics at every step, so the walk
+        leaves the teacher's layers out (docs/results/benchmarks.md).
         """
         return _keras_compat.metrics_apart_from(self, getattr(self, "teacher", None))
 
@@ -211,9 +185,9 @@ class Distiller(keras.Model):
     def trainable_variables(self):
         """The variables the optimizer trains, as `keras.Model.trainable_variables`, found without the teacher.
 
-        The frozen teacher has none. The torch step reads this list at every
-        step, and Keras's walk of a ResNet-50 teacher's variables takes a
-        quarter of a millisecond of it on a CPU (docs/results/benchmarks.md).
+        The frozen teacher has none, and the torch step reads this list at
+        every step, so the walk leaves the teacher's layers out
+        (docs/results/benchmarks.md).
         """
         if not self.trainable:
             return []
@@ -270,60 +244,18 @@ class Distiller(keras.Model):
                 a schedule that leaves its valid range.
             TypeError: for labels that are not numbers (strings, booleans).
         """
-        # Checks cached data, and hands cached rows in memory to Keras as arrays.
-        x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.fit, x, args, kwargs)
-        arguments = fit_checks.fit_arguments(keras.Model.fit, self, x, args, kwargs)
-        batch = fit_checks.first_batch(x, arguments.get("y"))
-        fit_checks.check_first_batch(batch, self._data_requirements(training=True))
-        planned = fit_checks.planned_steps(x, arguments)
-        self._step_checks.begin(self._current_step(), planned, self._checked_logits_shape(), self.steps_per_execution)
-        checks = self._step_checks
-        kwargs = self._checked_validation_data(kwargs)
-        with (
-            kd_backend.keeping_state(self, checks),
-            checks.clear_errors(),
-            kd_fingerprints.teacher_kept_through(self),
-            self._training_on(every_row_labeled=transfer.every_row_labeled(arguments.get("y"))),
-        ):
-            return super().fit(checks.checked_data(batch.data), *args, **kwargs)
+        plan = fit_plan.prepare(self, keras.Model.fit, x, args, kwargs)
+        with plan.context:
+            return super().fit(**plan.arguments)
 
     def evaluate(self, x=None, *args, **kwargs):
         """As `keras.Model.evaluate`, checking the data (and a cache) as `fit` does."""
-        if kwargs.get("_use_cached_eval_dataset"):
-            # fit's validation, on data that fit has checked.
+        if _keras_compat.is_validation_within_fit(kwargs):
+            # On data that fit has checked.
             return super().evaluate(x, *args, **kwargs)
-        x, args, kwargs = kd_cache.keras_arguments(self, keras.Model.evaluate, x, args, kwargs)
-        arguments = fit_checks.fit_arguments(keras.Model.evaluate, self, x, args, kwargs)
-        batch = fit_checks.first_batch(x, arguments.get("y"))
-        fit_checks.check_first_batch(batch, self._data_requirements(training=False))
-        self._step_checks.begin_evaluation(self._checked_logits_shape())
-        checks = self._step_checks
-        with kd_backend.keeping_state(self, checks), checks.clear_errors(), kd_fingerprints.teacher_kept_through(self):
-            return super().evaluate(checks.checked_data(batch.data), *args, **kwargs)
-
-    @contextlib.contextmanager
-    def _training_on(self, every_row_labeled):
-        """Trains with the step for labels that no row misses when they are such, else the general one.
-
-        That step skips the label masks of transfer sets (`keras_kd.transfer`):
-        the same loss and gradients in fewer ops. A compiled step (TensorFlow,
-        JAX) fixes which one it is when it is traced, so the Distiller keeps
-        a train function for each and hands `fit` the one its data allow;
-        outside this context (`train_on_batch`, a fit on other data) the
-        general step runs.
-        """
-        if not every_row_labeled:
-            yield
-            return
-        general = self.train_function
-        self.train_function = self._labeled_train_function
-        object.__setattr__(self, "_every_row_labeled", True)
-        try:
-            yield
-        finally:
-            object.__setattr__(self, "_labeled_train_function", self.train_function)
-            object.__setattr__(self, "_every_row_labeled", False)
-            self.train_function = general
+        plan = fit_plan.prepare(self, keras.Model.evaluate, x, args, kwargs)
+        with plan.context:
+            return super().evaluate(**plan.arguments)
 
     @property
     def step_checks(self):
@@ -346,49 +278,6 @@ class Distiller(keras.Model):
         checked = kd_backend.checked_step_function(function, self._step_checks, training)
         checked._keras_kd_checked = True
         return checked
-
-    def _checked_validation_data(self, kwargs):
-        """`kwargs` of `fit`, its `validation_data` checked as `evaluate` checks data."""
-        validation_data = kwargs.get("validation_data")
-        if validation_data is None:
-            return kwargs
-        requirements = self._data_requirements(training=False)
-        if isinstance(validation_data, tuple):
-            x, y, _ = keras.utils.unpack_x_y_sample_weight(validation_data)
-            fit_checks.check_first_batch(fit_checks.first_batch(x, y), requirements)
-            return kwargs
-        batch = fit_checks.first_batch(validation_data, None)
-        fit_checks.check_first_batch(batch, requirements)
-        return {**kwargs, "validation_data": self._step_checks.checked_data(batch.data)}
-
-    def _data_requirements(self, training):
-        """What `fit_checks.check_first_batch` checks the data against."""
-        input_shapes = None
-        try:
-            inputs = self.teacher.inputs
-        except (AttributeError, ValueError):
-            inputs = None
-        if inputs:
-            input_shapes = {tensor.name: tuple(tensor.shape) for tensor in inputs}
-        missing_labels = self._missing_labels_error() if training and self.uses_labels else None
-        return fit_checks.Requirements(input_shapes, self._checked_logits_shape(), missing_labels)
-
-    def _checked_logits_shape(self):
-        """The student's logits shape if its labels are checked, else None.
-
-        Labels are checked for the default hard-label loss, which takes class
-        ids or one-hot rows; another loss may take other labels.
-        """
-        student_shapes = model_checks.io_shapes(self.student)
-        if self.hard_loss is not kd_losses.label_cross_entropy or student_shapes is None:
-            return None
-        return student_shapes[1][0]
-
-    def _current_step(self):
-        optimizer = getattr(self, "optimizer", None)
-        if optimizer is None or not optimizer.built:
-            return 0
-        return int(ops.convert_to_numpy(optimizer.iterations))
 
     def _missing_labels_error(self):
         return ValueError(
@@ -446,8 +335,6 @@ class Distiller(keras.Model):
         """
         self.hard_loss = kd_losses.resolve_hard_loss(loss)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        # Keras drops its train function; the one for fully labelled data goes with it.
-        object.__setattr__(self, "_labeled_train_function", None)
         # In place of Keras's loss tracker, so "loss" stays the first log.
         logs = kd_metrics.DistillationLogs(self._log_names, name="loss")
         _keras_compat.set_loss_tracker(self, logs)
@@ -496,17 +383,16 @@ class Distiller(keras.Model):
         if training and self.augmentation is not None:
             x = self.augmentation(x, training=True)
         if training and self.mixup > 0:
-            x, partner, weight = transfer.mix_batch(x, self.mixup, self._mixup_seed)
+            x, partner, weight = kd_mixup.mix_batch(x, self.mixup, self._mixup_seed)
             mixing = (partner, weight)
         teacher_logits, teacher_features = self._teacher_outputs(x, cached_outputs)
-        every_row_labeled = training and self._every_row_labeled
-        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step, mixing, every_row_labeled)
+        return Batch(x, y, sample_weight, teacher_logits, teacher_features, step, mixing)
 
     def _teacher_outputs(self, x, cached_outputs):
         """The teacher's logits and matched features, from the cache if the batch has them."""
         if cached_outputs is None:
-            teacher_logits, teacher_features = model_checks.split_outputs(
-                self._teacher_view(x, training=False), self.feature_matches
+            teacher_logits, teacher_features = kd_features.split_extracted(
+                self._teacher_extractor(x, training=False), self.feature_matches
             )
             teacher_logits = ops.stop_gradient(teacher_logits)
             return teacher_logits, [ops.stop_gradient(feature) for feature in teacher_features]
@@ -520,8 +406,8 @@ class Distiller(keras.Model):
         ..., classes)` and averaged over the valid positions (see
         `keras_kd.positions`); feature terms are per example.
         """
-        student_logits, student_features = model_checks.split_outputs(
-            self._student_view(batch.x, training=training), self.feature_matches
+        student_logits, student_features = kd_features.split_extracted(
+            self._student_extractor(batch.x, training=training), self.feature_matches
         )
         model_checks.check_logits_match(batch.teacher_logits, student_logits)
         positions = kd_positions.positions_of(
@@ -566,12 +452,10 @@ class Distiller(keras.Model):
 
         Returns the loss and the share of each position that is labelled
         (1 or 0; between them for a mixup of a labelled and an unlabelled
-        example), or None while `fit` knows that every row is labelled.
+        example).
         """
 
         def loss_of(labels):
-            if batch.every_row_labeled:
-                return _casting.float32(self.hard_loss(labels, student_logits)), None
             labeled = kd_positions.labeled_positions(labels, student_logits)
             loss = self.hard_loss(transfer.fill_missing_labels(labels), student_logits)
             return _casting.float32(loss) * labeled, labeled
@@ -582,8 +466,7 @@ class Distiller(keras.Model):
             weight = ops.reshape(weight, (-1,) + (1,) * (len(hard.shape) - 1))
             partner_hard, partner_labeled = loss_of(ops.take(batch.y, partner, axis=0))
             hard = weight * hard + (1.0 - weight) * partner_hard
-            if labeled is not None:
-                labeled = weight * labeled + (1.0 - weight) * partner_labeled
+            labeled = weight * labeled + (1.0 - weight) * partner_labeled
         return hard, labeled
 
     def update_metrics(self, batch, outputs):
@@ -614,9 +497,7 @@ class Distiller(keras.Model):
                 partner, weight = batch.mixing
                 larger_share_is_own = ops.reshape(weight >= 0.5, (-1,) + (1,) * (len(labels.shape) - 1))
                 labels = ops.where(larger_share_is_own, labels, ops.take(labels, partner, axis=0))
-            kd_metrics.update_compiled_metrics(
-                compile_metrics, labels, outputs.student_logits, outputs.positions, batch.every_row_labeled
-            )
+            kd_metrics.update_compiled_metrics(compile_metrics, labels, outputs.student_logits, outputs.positions)
             return self.get_metrics_result()
         # Label-free batches log no label metrics (rather than a stale 0.0
         # once labelled validation data has built them).

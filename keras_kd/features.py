@@ -1,16 +1,18 @@
 """Feature matching: intermediate layers of the student pulled towards the teacher's.
 
 A `FeatureMatch` names one teacher layer and one student layer. The Distiller
-builds, once, a multi-output view of each model (logits first, then the
-matched layers' outputs), so each model runs exactly once per step. Where the
-shapes differ, a trainable adapter owned by the Distiller (not the student)
-projects the student's feature into the teacher's space.
+builds, once, a feature extractor of each model (`feature_extractor`: a
+`keras.Model` sharing the model's layers that returns the logits first, then
+the matched layers' outputs), so each model runs exactly once per step. Where
+the shapes differ, a trainable adapter owned by the Distiller (not the
+student) projects the student's feature into the teacher's space.
 """
 
 import keras
 
 from keras_kd import losses as kd_losses
 from keras_kd import validation
+from keras_kd.backend import _keras_compat
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -92,8 +94,17 @@ def layer_name(argument, layer):
     raise TypeError(f"`{argument}` must be a layer name or a keras.layers.Layer; got {layer!r}.")
 
 
-def multi_output_view(model, role, layer_names):
-    """A Model sharing `model`'s layers that returns `[logits, *features]`.
+def feature_extractor(model, role, layer_names):
+    """A `keras.Model` sharing `model`'s layers that returns `[logits, *features]`; `model` itself without layers.
+
+    Each feature is the output of that layer's call inside `model`'s graph,
+    so the extractor runs each layer once, a nested functional model (such
+    as a KerasHub classifier's backbone) included.
+
+    Args:
+        model: A functional or Sequential `keras.Model` that outputs logits.
+        role: `"teacher"` or `"student"`, for the errors.
+        layer_names: Names of layers of `model` whose outputs to return.
 
     Raises:
         ValueError: for a subclassed model (no graph to read layers from) or
@@ -117,10 +128,35 @@ def multi_output_view(model, role, layer_names):
     for name in layer_names:
         if name not in available:
             raise ValueError(f"The {role} {model.name!r} has no layer named {name!r}. Its layers: {available}.")
-        features.append(model.get_layer(name).output)
+        layer = model.get_layer(name)
+        output = _keras_compat.output_in_graph(model, layer)
+        features.append(layer.output if output is None else output)
     if len(inputs) == 1:
         inputs = inputs[0]
     return keras.Model(inputs, [outputs[0], *features], name=f"{model.name}_features")
+
+
+# The name this function had before "view" came to mean an augmented input alone.
+multi_output_view = feature_extractor
+
+
+def split_extracted(outputs, feature_matches):
+    """`(logits, features)` from what a `feature_extractor` returned: `model` alone returns logits."""
+    if not feature_matches:
+        return outputs, []
+    return outputs[0], list(outputs[1:])
+
+
+def make_adapters(feature_matches, teacher_extractor, student_extractor):
+    """The adapter of each match (`make_adapter`), from the features' shapes in the two extractors."""
+    if not feature_matches:
+        return []
+    return [
+        make_adapter(match, student_feature.shape, teacher_feature.shape)
+        for match, teacher_feature, student_feature in zip(
+            feature_matches, teacher_extractor.outputs[1:], student_extractor.outputs[1:]
+        )
+    ]
 
 
 def make_adapter(match, student_shape, teacher_shape):

@@ -351,12 +351,3 @@ class _CheckedPyDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self._dataset.on_epoch_end()
-
-
-def fit_arguments(method, model, x, args, kwargs):
-    """The arguments of a `fit`/`evaluate` call by name, defaults included."""
-    bound = inspect.signature(method).bind(model, x, *args, **kwargs)
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    arguments.update(arguments.pop("kwargs", {}))
-    return arguments

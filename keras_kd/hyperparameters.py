@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_kd import validation
+
 # Steps evaluated at once when a fit's length is unknown (or for a schedule
 # that only runs one step at a time): one host evaluation per chunk.
 CHECK_CHUNK_STEPS = 1024
@@ -140,6 +142,16 @@ class ScheduledValue:
                 "@keras.saving.register_keras_serializable()."
             )
         return keras.saving.serialize_keras_object(self.schedule)
+
+
+def temperature(value):
+    """A Distiller's temperature as a `ScheduledValue`: > 0 and finite at every step."""
+    return ScheduledValue("temperature", value, validation.check_temperature, validation.valid_temperatures)
+
+
+def alpha(value):
+    """A Distiller's alpha as a `ScheduledValue`: in [0, 1] at every step."""
+    return ScheduledValue("alpha", value, validation.check_alpha, validation.valid_alphas)
 
 
 def deserialize(config):

@@ -14,11 +14,10 @@ from keras_kd.backend import _keras_compat
 class DistillationLogs(keras.metrics.Metric):
     """Weighted means of the Distiller's step (the loss, its terms, the teacher agreement) in one metric.
 
-    A Keras `Mean` per log costs a handful of small ops at every step; on an
-    eager backend (torch) with a step of a few milliseconds, six of them cost
-    a tenth of the step. This metric keeps every weighted sum and weight in
-    one variable and updates it with one stack and one add. `result()`
-    returns a dict of all the means.
+    Every weighted sum and weight lives in one variable, updated with one
+    stack and one add per step, where a Keras `Mean` per log would update
+    two variables each (docs/results/benchmarks.md measures the step's
+    overhead). `result()` returns a dict of all the means.
 
     The Distiller reports its temperature and alpha beside these means, read
     from its variables (`Distiller.get_metrics_result`).
@@ -76,25 +75,21 @@ def _vector(values):
     return kd_backend.float32_vector(values[:tensors], [float(value) for value in values[tensors:]])
 
 
-def update_compiled_metrics(compile_metrics, labels, logits, positions, every_row_labeled=False):
+def update_compiled_metrics(compile_metrics, labels, logits, positions):
     """Updates `compile(metrics=..., weighted_metrics=...)` on labelled, valid positions only.
 
     Keras applies `sample_weight` to `weighted_metrics` alone; the positions
     marked unlabelled, masked or padded must leave out of both kinds, so
     each kind gets the label mask times the valid positions (times the
     sample weights for the weighted kind). `positions` is the
-    `keras_kd.positions.Positions` of `logits`; `every_row_labeled` (known
-    of the data by `Distiller.fit`) spares the label mask.
+    `keras_kd.positions.Positions` of `logits`.
     """
     if not compile_metrics.built:
         compile_metrics.build(labels, logits)
-    if every_row_labeled:
-        plain, weighted = positions.valid, positions.weights
-    else:
-        labeled = kd_positions.labeled_positions(labels, logits)
-        labels = transfer.fill_missing_labels(labels)
-        plain = labeled if positions.valid is None else labeled * positions.valid
-        weighted = labeled if positions.weights is None else labeled * positions.weights
+    labeled = kd_positions.labeled_positions(labels, logits)
+    labels = transfer.fill_missing_labels(labels)
+    plain = labeled if positions.valid is None else labeled * positions.valid
+    weighted = labeled if positions.weights is None else labeled * positions.weights
     plain_metrics, weighted_metrics = _keras_compat.flat_compile_metrics(compile_metrics)
     for metrics, weights in ((plain_metrics, plain), (weighted_metrics, weighted)):
         for metric in metrics:

@@ -3,6 +3,32 @@
 import keras
 
 from keras_kd import features as kd_features
+from keras_kd import validation
+from keras_kd.model_io import io_shapes
+
+
+def check_teacher_and_student(teacher, student):
+    """Both must be `keras.Model`s, and two of them."""
+    validation.check_model("teacher", teacher)
+    validation.check_model("student", student)
+    if teacher is student:
+        raise ValueError(
+            "The teacher and the student are the same model object. Pass a "
+            "separate student, e.g. a smaller model or "
+            "keras.models.clone_model(teacher)."
+        )
+
+
+def built_augmentation(augmentation, teacher):
+    """`augmentation` (None or a layer), built for the teacher's inputs if it was not.
+
+    Built now, not inside a compiled step: torch.compile cannot trace the
+    creation of a Sequential's input layer.
+    """
+    augmentation = validation.check_augmentation(augmentation)
+    if augmentation is not None:
+        build_from_teacher_inputs(augmentation, teacher)
+    return augmentation
 
 
 def check_feature_matches(feature_matches):
@@ -16,19 +42,12 @@ def check_feature_matches(feature_matches):
     return feature_matches
 
 
-def split_outputs(outputs, feature_matches):
-    """`[logits, *features]` from a view; a plain model returns logits alone."""
-    if not feature_matches:
-        return outputs, []
-    return outputs[0], list(outputs[1:])
-
-
-def build_from_teacher_inputs(student, teacher):
-    """Builds a student given without an Input (e.g. a bare Sequential)."""
+def build_from_teacher_inputs(layer, teacher):
+    """Builds a student (or an augmentation) given without an Input, e.g. a bare Sequential."""
     teacher_shapes = io_shapes(teacher)
-    if student.built or teacher_shapes is None or len(teacher_shapes[0]) != 1:
+    if layer.built or teacher_shapes is None or len(teacher_shapes[0]) != 1:
         return
-    student.build(teacher_shapes[0][0])
+    layer.build(teacher_shapes[0][0])
 
 
 def check_logit_models(teacher, student):
@@ -60,16 +79,6 @@ def check_logit_models(teacher, student):
         )
     if not _same_logits_shape(teacher_output, student_output):
         raise ValueError(_logits_mismatch_message(teacher_output, student_output))
-
-
-def io_shapes(model):
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or not outputs:
-        return None
-    return [tuple(t.shape) for t in inputs], [tuple(t.shape) for t in outputs]
 
 
 def check_logits_match(teacher_logits, student_logits):

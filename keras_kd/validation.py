@@ -72,16 +72,6 @@ def check_alpha(value, name="alpha"):
     return value
 
 
-def check_mixup(value, name="mixup"):
-    value = check_real_number(name, value, schedulable=False)
-    if value < 0:
-        raise ValueError(
-            f"`{name}` must be >= 0: the Beta concentration of mixup (0 turns "
-            f"it off; 0.2 to 1.0 are usual); got {value!r}."
-        )
-    return value
-
-
 def check_augmentation(augmentation):
     if augmentation is None or isinstance(augmentation, keras.layers.Layer):
         return augmentation

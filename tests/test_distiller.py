@@ -7,7 +7,7 @@ from keras import ops
 
 import keras_kd
 from conftest import REQUESTED_BACKEND, make_data, make_mlp, run_in_backend
-from test_losses import numpy_soft_target_kl
+from losses_support import numpy_soft_target_kl
 
 
 def make_pair(num_classes=3):

@@ -1,3 +1,5 @@
+import collections
+
 import keras
 import numpy as np
 import pytest
@@ -7,12 +9,12 @@ from conftest import make_mlp
 
 
 class CallCounter(keras.layers.Layer):
-    """Identity layer that counts its (eager) calls."""
+    """Identity layer that counts its (eager) calls by its name."""
 
-    calls = 0
+    calls = collections.Counter()
 
     def call(self, inputs):
-        CallCounter.calls += 1
+        CallCounter.calls[self.name] += 1
         return inputs
 
 
@@ -78,12 +80,107 @@ def test_each_model_runs_once_per_step():
     distiller = keras_kd.Distiller(teacher, student, feature_matches=[match])
     distiller.compile(optimizer="sgd", run_eagerly=True)
     x, y = image_data(rows=16)
-    CallCounter.calls = 0
+    once_each = {"teacher_counter": 1, "student_counter": 1}
+    CallCounter.calls.clear()
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert CallCounter.calls == 2  # one teacher pass + one student pass
-    CallCounter.calls = 0
+    assert CallCounter.calls == once_each
+    CallCounter.calls.clear()
     distiller.evaluate(x, y, batch_size=16, verbose=0)
-    assert CallCounter.calls == 2
+    assert CallCounter.calls == once_each
+
+
+def nested_classifier(name, channels, own_input):
+    """A classifier whose backbone is a functional model called as one layer, as KerasHub's classifiers are.
+
+    The classifier's input is the backbone's own (as in KerasHub) or, with
+    `own_input`, an Input of its own.
+    """
+    inputs = keras.Input((8, 8, 1))
+    features = CallCounter(name=f"{name}_backbone_counter")(inputs)
+    features = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv")(features)
+    features = keras.layers.BatchNormalization(name=f"{name}_bn")(features)
+    backbone = keras.Model(inputs, features, name=f"{name}_backbone")
+    outer_inputs = keras.Input((8, 8, 1)) if own_input else backbone.input
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(outer_inputs))
+    head = CallCounter(name=f"{name}_head_counter")(pooled)
+    return keras.Model(outer_inputs, keras.layers.Dense(3)(head), name=name)
+
+
+def moving_statistics(layer):
+    return [np.array(variable) for variable in (layer.moving_mean, layer.moving_variance)]
+
+
+@pytest.mark.parametrize("own_input", [False, True], ids=["backbone_input", "own_input"])
+def test_a_nested_backbone_runs_once_per_step_and_moves_batchnorm_once(own_input):
+    teacher, student = nested_classifier("teacher", 8, own_input), nested_classifier("student", 4, own_input)
+    twin = nested_classifier("twin", 4, own_input)
+    twin.set_weights(student.get_weights())
+    match = keras_kd.FeatureMatch(teacher_layer=teacher.get_layer("teacher_backbone"), student_layer="student_backbone")
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=[match])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
+    x, y = image_data(rows=16, size=8)
+    CallCounter.calls.clear()
+    distiller.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    # Four steps, each running each model once.
+    assert CallCounter.calls == {
+        f"{model}_{part}_counter": 4 for model in ("teacher", "student") for part in ("backbone", "head")
+    }
+    # The student's statistics moved as four forward passes move them (a
+    # second pass would move them further); the teacher's did not move.
+    for start in range(0, 16, 4):
+        twin(x[start : start + 4], training=True)
+    backbone_bn = student.get_layer("student_backbone").get_layer("student_bn")
+    twin_bn = twin.get_layer("twin_backbone").get_layer("twin_bn")
+    for moved, expected in zip(moving_statistics(backbone_bn), moving_statistics(twin_bn)):
+        np.testing.assert_allclose(moved, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(moving_statistics(backbone_bn)[0], 0.0)
+    teacher_bn = teacher.get_layer("teacher_backbone").get_layer("teacher_bn")
+    np.testing.assert_array_equal(moving_statistics(teacher_bn)[0], 0.0)
+
+
+def tiny_hub_classifier(keras_hub, name, calls):
+    """A KerasHub ResNet image classifier from a config, random weights; its stem convolution and head count calls."""
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64],
+        stackwise_num_blocks=[1],
+        stackwise_num_strides=[1],
+        block_type="basic_block",
+        image_shape=(16, 16, 3),
+        name=f"{name}_backbone",
+    )
+    classifier = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=3, name=name)
+    # A KerasHub model has no place for a counting layer: each counted
+    # layer's own call is wrapped instead.
+    for key, layer in (("conv", backbone.get_layer("conv1_conv")), ("head", classifier.get_layer("predictions"))):
+        original = layer.call
+
+        def counted(*args, _original=original, _key=f"{name}_{key}", **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+
+        object.__setattr__(layer, "call", counted)
+    return classifier
+
+
+def test_a_keras_hub_backbone_runs_once_per_step():
+    keras_hub = pytest.importorskip("keras_hub")
+    calls = collections.Counter()
+    teacher = tiny_hub_classifier(keras_hub, "teacher", calls)
+    student = tiny_hub_classifier(keras_hub, "student", calls)
+    match = keras_kd.FeatureMatch(teacher_layer=teacher.backbone, student_layer=student.backbone)
+    distiller = keras_kd.Distiller(teacher, student, feature_matches=[match])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 16, 16, 3)).astype("float32"), rng.integers(0, 3, 8)
+    before = moving_statistics(student.backbone.get_layer("conv1_bn"))
+    calls.clear()
+    history = distiller.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert calls == {f"{model}_{part}": 2 for model in ("teacher", "student") for part in ("conv", "head")}
+    assert f"mse_{student.backbone.name}" in history.history
+    moved = moving_statistics(student.backbone.get_layer("conv1_bn"))
+    assert not np.allclose(before[0], moved[0])
 
 
 def test_evaluate_leaves_batchnorm_statistics_untouched():

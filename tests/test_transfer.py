@@ -8,7 +8,7 @@ import pytest
 
 import keras_kd
 from conftest import make_data, make_mlp
-from keras_kd import transfer
+from keras_kd import mixup, transfer
 
 
 def _cross_entropy(logits, labels):
@@ -101,73 +101,32 @@ def test_a_transfer_set_trains_from_unlabeled_rows_through_the_teacher_only():
     assert any(not np.array_equal(before, after) for before, after in zip(twin.get_weights(), student.get_weights()))
 
 
-def test_every_row_labeled_only_for_arrays_without_a_missing_label():
-    assert transfer.every_row_labeled(np.array([0, 2, 1]))
-    assert transfer.every_row_labeled(np.eye(3, dtype="float32"))
-    assert not transfer.every_row_labeled(np.array([0, -1, 1]))
-    assert not transfer.every_row_labeled(np.array([[1.0, 0.0], [-1.0, -1.0]]))
-    assert not transfer.every_row_labeled(np.array([0.0, np.nan]))
-    assert not transfer.every_row_labeled(None)
-    assert not transfer.every_row_labeled([0, 1])
-    assert not transfer.every_row_labeled(keras.ops.convert_to_tensor(np.array([0, 1])))
-
-
-@pytest.mark.parametrize("mixup", [0.0, 0.4])
-def test_fully_labelled_arrays_train_as_the_masked_step_does(mixup):
-    """fit on arrays skips the label masks; the same batches from a generator go through them."""
-    x, y = make_data(rows=96)
-
-    def fitted(data, **kwargs):
-        keras.utils.set_random_seed(1)
-        teacher = make_mlp(16, name="teacher", batchnorm=False)
-        student = make_mlp(4, name="student", batchnorm=False)
-        distiller = keras_kd.Distiller(teacher, student, alpha=0.5, mixup=mixup, seed=3)
-        distiller.compile(optimizer="adam", metrics=["accuracy"])
-        history = distiller.fit(*data, epochs=2, verbose=0, **kwargs)
-        return distiller, history.history
-
-    def batches():
-        for _ in range(2):
-            for start in range(0, 96, 32):
-                yield x[start : start + 32], y[start : start + 32]
-
-    unmasked, unmasked_logs = fitted((x, y), batch_size=32, shuffle=False)
-    masked, masked_logs = fitted((batches(),), steps_per_epoch=3)
-    assert unmasked._labeled_train_function is not None and masked._labeled_train_function is None
-    for after_unmasked, after_masked in zip(unmasked.student.get_weights(), masked.student.get_weights()):
-        np.testing.assert_allclose(after_unmasked, after_masked, rtol=1e-6, atol=1e-7)
-    assert unmasked_logs.keys() == masked_logs.keys()
-    for name in masked_logs:
-        np.testing.assert_allclose(unmasked_logs[name], masked_logs[name], rtol=1e-5)
-
-
-def test_unlabelled_rows_are_masked_again_after_a_fully_labelled_fit():
+def test_a_training_batch_of_unlabelled_rows_adds_no_hard_loss():
     x, y = make_data(rows=32)
     distiller = keras_kd.Distiller(make_mlp(16, name="teacher"), make_mlp(4, name="student"), alpha=0.5)
     distiller.compile(optimizer="sgd")
-    distiller.fit(x, y, batch_size=16, verbose=0)
     logs = distiller.train_on_batch(x, np.full_like(y, transfer.UNLABELED), return_dict=True)
     assert logs["student_loss"] == 0.0
     history = distiller.fit(x, np.where(np.arange(32) < 16, y, transfer.UNLABELED), batch_size=32, verbose=0)
     assert 0.0 < history.history["student_loss"][0]
-    # ...and the fully labelled step is kept for the next such fit.
-    kept = distiller._labeled_train_function
-    distiller.fit(x, y, batch_size=16, verbose=0)
-    assert distiller._labeled_train_function is kept
 
 
 def test_mix_batch_mixes_each_example_with_a_partner():
     x, _ = make_data(rows=16)
-    mixed, partner, weight = transfer.mix_batch(keras.ops.convert_to_tensor(x), 0.4, keras.random.SeedGenerator(3))
+    mixed, partner, weight = mixup.mix_batch(keras.ops.convert_to_tensor(x), 0.4, keras.random.SeedGenerator(3))
     mixed, partner, weight = (keras.ops.convert_to_numpy(t) for t in (mixed, partner, weight))
     assert sorted(partner) == list(range(16))
     assert ((weight >= 0) & (weight <= 1)).all()
     np.testing.assert_allclose(mixed, weight[:, None] * x + (1 - weight[:, None]) * x[partner], rtol=1e-5, atol=1e-6)
 
 
+def test_mixup_keeps_its_documented_path_in_transfer():
+    assert transfer.mix_batch is mixup.mix_batch and transfer.sample_gamma is mixup.sample_gamma
+
+
 @pytest.mark.parametrize("concentration", [0.3, 1.0, 4.0])
 def test_sample_gamma_has_the_gamma_mean_and_variance(concentration):
-    values = keras.ops.convert_to_numpy(transfer.sample_gamma((40000,), concentration, keras.random.SeedGenerator(0)))
+    values = keras.ops.convert_to_numpy(mixup.sample_gamma((40000,), concentration, keras.random.SeedGenerator(0)))
     assert (values > 0).all()
     # Mean and variance of Gamma(c, 1) are both c; 40,000 draws put the
     # sample mean within about 4 standard errors.
