@@ -36,7 +36,6 @@ from keras_kd.cache.batches import (
 )
 from keras_kd.cache.datasets import (
     check_data,
-    keras_arguments,
 )
 from keras_kd.cache.errors import (
     CacheMismatchError,

@@ -9,7 +9,6 @@ than memory are read a batch at a time. `fit_callbacks()` gives the callbacks
 `fit` needs beside the data.
 """
 
-import inspect
 import math
 
 import keras
@@ -195,55 +194,3 @@ def check_data(distiller, data):
     """Validates `data` for `distiller.fit`/`evaluate` if it carries a cache."""
     if isinstance(data, CachedData):
         data.check_distiller(distiller)
-
-
-def keras_arguments(distiller, method, x, args, kwargs):
-    """`(x, args, kwargs)` for `method` (`keras.Model.fit` or `evaluate`), cached data unpacked.
-
-    Cached data (as `x`, or `validation_data` for `fit`) are checked against
-    `distiller` first. Cached rows in memory then become arrays with their
-    batch size and shuffling, batched by Keras's array adapter; anything
-    else is passed on as it is. For `fit`, the callbacks the data need are
-    added (`fit_callbacks`: a cache of views draws each epoch's views).
-
-    Raises:
-        CacheMismatchError: as `TeacherCache.check_distiller`.
-        ValueError: for `y` or `sample_weight` beside cached rows (the
-            dataset holds them), or a `batch_size` other than the dataset's.
-    """
-    check_data(distiller, x)
-    arguments = inspect.signature(method).bind(distiller, x, *args, **kwargs).arguments
-    arguments.pop("self")
-    arguments.update(arguments.pop("kwargs", {}))
-    check_data(distiller, arguments.get("validation_data"))
-    extra_callbacks = x.fit_callbacks() if isinstance(x, CachedData) and method is keras.Model.fit else []
-    if extra_callbacks:
-        callbacks = arguments.get("callbacks")
-        if isinstance(callbacks, keras.callbacks.CallbackList):
-            for callback in extra_callbacks:
-                callbacks.append(callback)
-        else:
-            arguments["callbacks"] = list(callbacks or []) + extra_callbacks
-    arrays = x.keras_arrays() if isinstance(x, CachedRows) else None
-    if arrays is not None:
-        for name in ("y", "sample_weight"):
-            if arguments.get(name) is not None:
-                raise ValueError(
-                    f"The cached dataset holds the labels and sample weights; pass "
-                    f"{name}=None here (give them to cache.dataset(x, y, sample_weight=...))."
-                )
-        if arguments.get("batch_size") not in (None, x.batch_size):
-            raise ValueError(
-                f"The cached dataset makes batches of {x.batch_size} rows; got "
-                f"batch_size={arguments['batch_size']!r}. Set it in cache.dataset(batch_size=...)."
-            )
-        arguments["x"], arguments["y"], arguments["sample_weight"] = arrays
-        arguments["batch_size"] = x.batch_size
-        if "shuffle" in inspect.signature(method).parameters:
-            arguments["shuffle"] = x.shuffle and arguments.get("shuffle", True)
-    validation = arguments.get("validation_data")
-    validation_arrays = validation.keras_arrays() if isinstance(validation, CachedRows) else None
-    if validation_arrays is not None:
-        arguments["validation_data"] = validation_arrays
-        arguments.setdefault("validation_batch_size", validation.batch_size)
-    return arguments.pop("x", None), (), arguments
