@@ -1,4 +1,4 @@
-"""The benchmark harness of issues #4 and #15: `python -m bench --backend jax tensorflow torch`.
+"""The benchmark harness: `python -m bench --backend torch tensorflow jax`.
 
 It times one epoch of the student alone, teacher inference, keras_kd's
 Distiller (uncached and cached, logits and features), core Keras's

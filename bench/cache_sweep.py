@@ -1,4 +1,4 @@
-"""Profile: a cached epoch against the student alone, and a sweep on one teacher cache (issue 15).
+"""Profile: a cached epoch against the student alone, and a sweep on one teacher cache.
 
 `KERAS_BACKEND=jax python -m bench.cache_sweep [--rounds 3] [--sweep] [--trials 9] [--sweep-epochs 1]
 [--jax-compilation-cache DIR]`

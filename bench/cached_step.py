@@ -27,7 +27,6 @@ left out, the step as `fit` runs it.
 """
 
 import argparse
-import contextlib
 import time
 
 import keras
@@ -97,9 +96,8 @@ def compiled_steps(models, rounds, steps=100):
     optimizer and metrics built) and `batch` one batch as its step takes it.
     """
     runs, fusions = {}, {}
-    with _as_fit_steps(models):
-        for name, (model, batch) in models.items():
-            runs[name], fusions[name] = _jitted_step(model, batch, steps)
+    for name, (model, batch) in models.items():
+        runs[name], fusions[name] = _jitted_step(model, batch, steps)
     seconds = interleaved_seconds(runs, rounds)
     return {name: (min(values) / steps * 1e6, fusions[name]) for name, values in seconds.items()}
 
@@ -131,30 +129,19 @@ def eager_steps(models, rounds, steps=64):
     them named "student".
     """
     runs = {}
-    with _as_fit_steps(models):
-        for name, (model, batch) in models.items():
-            model.make_train_function()
-            data = [keras.tree.map_structure(ops.convert_to_tensor, batch)]
+    for name, (model, batch) in models.items():
+        model.make_train_function()
+        data = [keras.tree.map_structure(ops.convert_to_tensor, batch)]
 
-            def run(function=model.train_function, data=data):
-                for _ in range(steps):
-                    function(data)
+        def run(function=model.train_function, data=data):
+            for _ in range(steps):
+                function(data)
 
-            run()  # Warms up.
-            runs[name] = run
-        seconds = interleaved_seconds(runs, rounds)
+        run()  # Warms up.
+        runs[name] = run
+    seconds = interleaved_seconds(runs, rounds)
     paired = {"student": 1.0, **paired_ratios(seconds, "student")}
     return {name: (min(values) / steps * 1e6, paired[name]) for name, values in seconds.items()}
-
-
-@contextlib.contextmanager
-def _as_fit_steps(models):
-    """A context in which each Distiller of `models` builds the step `fit` runs on labels none of which is missing."""
-    with contextlib.ExitStack() as stack:
-        for model, _ in models.values():
-            if isinstance(model, keras_kd.Distiller):
-                stack.enter_context(model._training_on(every_row_labeled=True))
-        yield
 
 
 def _stepper(step, state, batch, steps):

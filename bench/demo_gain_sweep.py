@@ -28,6 +28,8 @@ import math
 import statistics
 import time
 
+from keras_kd import launch
+
 SETTING_KEYS = {
     "temperature",
     "alpha",
@@ -42,13 +44,10 @@ SETTING_KEYS = {
 
 
 def parse_args(argv=None):
-    from bench import runner
-    from keras_kd.cli.arguments import positive_int
-
     parser = argparse.ArgumentParser(prog="python -m bench.demo_gain_sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=runner.BACKENDS, default=None)
+    parser.add_argument("--backend", choices=launch.BACKENDS, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 10, 11, 12, 13])
-    parser.add_argument("--teacher-epochs", type=positive_int, default=None, help="default: the demo's")
+    parser.add_argument("--teacher-epochs", type=launch.positive_int, default=None, help="default: the demo's")
     parser.add_argument("--teacher-shifted-copies", type=int, default=0, help="default 0, as in the demo")
     parser.add_argument("settings", nargs="+", type=_setting, help="JSON objects (see above)")
     return parser.parse_args(argv)
@@ -66,13 +65,10 @@ def _setting(text):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    from keras_kd.cli.arguments import select_backend
-
-    select_backend(args.backend)
+    launch.select_backend(args.backend)
     import keras
 
-    from keras_kd import datasets, models
-    from keras_kd.cli import demo_app as demo
+    from keras_kd import datasets, demo, models
     from keras_kd.distiller import Distiller
 
     (x_train, y_train), (x_test, y_test) = datasets.load_mnist_5k(test_fraction=demo.TEST_FRACTION)

@@ -1,4 +1,4 @@
-"""Peak memory of the logit divergences at language-model vocabularies (issue #16).
+"""Peak memory of the logit divergences at language-model vocabularies.
 
     python -m bench.loss_memory [--backends torch jax tensorflow]
         [--vocabularies 32768 131072] [--batch 4] [--time 256] [--losses ...]

@@ -133,10 +133,9 @@ PAIRS = {
         input_shape={False: (784,), True: (784,)},
         images={False: 16384, True: 64},
         batch_size={False: 512, True: 16},
-        # The student's step takes 1-2 ms on the 2-core CPU and the teacher
-        # costs 30x more: what a fast GPU makes of most pairs, where the data
-        # path and the per-step overhead of the Distiller decide the speed
-        # (issue 15).
+        # A tiny student and a teacher many times its size: what a fast GPU
+        # makes of most pairs, where the data path and the per-step overhead
+        # of the Distiller decide the speed.
         configs=(
             "student",
             "teacher_inference",
@@ -147,14 +146,14 @@ PAIRS = {
             "torch_student",
             "torch_cached",
         ),
-        # Epochs of a few tenths of a second: the spread between processes
-        # would be larger than the differences measured.
+        # Epochs this short vary more between processes than the
+        # differences measured.
         interleaved=True,
         repeats=3,
-        # An epoch of 32 steps is a tenth of a second, and TensorFlow's
-        # `fit` spends half that again setting up its data pipeline: the
-        # epochs are timed inside a fit, as users train, so that the ratios
-        # compare steps, not per-call set-up (timed apart, in `bench.cache_sweep`).
+        # An epoch is only 32 steps, and TensorFlow's `fit` sets up its data
+        # pipeline at each call: the epochs are timed inside a fit, as users
+        # train, so that the ratios compare steps, not per-call set-up
+        # (timed apart, in `bench.cache_sweep`).
         epochs_per_fit=3,
     ),
 }

@@ -2,12 +2,12 @@
 
 Each configuration runs in a fresh process (`python -m bench.workload`) with
 `KERAS_BACKEND` set, one after another, so that its peak memory is its own and
-no two timings share the two CPU cores. Pairs whose epochs take tenths of a
-second (the overhead-bound pair), and every pair under `--interleave`, run
+no two timings share the CPU cores. Pairs whose epochs are short (the
+overhead-bound pair), and every pair under `--interleave`, run
 all their configurations in one process per backend instead, one epoch of
 each in turn. `--gpu-suite` is the GPU matrix in one call (`GPU_SUITE`).
 `--smoke` runs tiny sizes in this process instead (on the backend Keras
-already runs), for the tests.
+already runs), for the tests, and writes its page under saved_models/smoke/.
 """
 
 import argparse
@@ -23,9 +23,10 @@ import time
 
 from bench import report, workload
 from bench.pairs import PAIRS
+from keras_kd import launch
 from keras_kd.atomic import atomic_open
 
-BACKENDS = ("jax", "tensorflow", "torch")
+BACKENDS = launch.BACKENDS
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERAS_CONFIGS = tuple(name for name in workload.CONFIGS if name not in workload.TORCH_CONFIGS)
@@ -33,11 +34,13 @@ KERAS_CONFIGS = tuple(name for name in workload.CONFIGS if name not in workload.
 SCALING_BATCH_SIZES = {False: (512,), True: (8,)}
 SCALING_CONFIGS = ("student", "kd_logits", "kd_cached")
 DEFAULT_OUTPUT = os.path.join("docs", "results", "benchmarks.md")
-# `--gpu-suite`: the GPU matrix of issue 15, in one call of at most 8 minutes
-# on one GPU. Interleaved (one process per backend and pair: on a GPU most
-# of a process's time is start-up and compilation), mixed precision, and at
-# batch 256 on 8,192 images for the CNN pairs (the overhead-bound pair keeps
-# its own sizes). The GPU image has no TensorFlow: torch and JAX only.
+# A smoke run's page is not a result: it never replaces the page that ships.
+SMOKE_OUTPUT = os.path.join(launch.default_output_dir("bench", smoke=True), "benchmarks.md")
+# `--gpu-suite`: the GPU matrix, in one call on one GPU. Interleaved (one
+# process per backend and pair: on a GPU most of a process's time is start-up
+# and compilation), mixed precision, and at batch 256 on 8,192 images for the
+# CNN pairs (the overhead-bound pair keeps its own sizes). The GPU image has
+# no TensorFlow: torch and JAX only.
 GPU_SUITE = {
     "backend": ["torch", "jax"],
     "pairs": ["resnet", "small", "overhead"],
@@ -130,7 +133,11 @@ def parse_args(argv):
     parser.add_argument(
         "--smoke", action="store_true", help="Tiny sizes, in this process, on the current Keras backend."
     )
-    parser.add_argument("--output", default=None, help=f"Markdown file to write (default: {DEFAULT_OUTPUT}).")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help=f"Markdown file to write (default: {DEFAULT_OUTPUT}, or {SMOKE_OUTPUT} with --smoke).",
+    )
     parser.add_argument("--json", default=None, help="Also write every result to this JSON file.")
     parser.add_argument("--timeout", type=int, default=900, help="Seconds allowed per configuration process.")
     args = parser.parse_args(argv)
@@ -150,7 +157,7 @@ def parse_args(argv):
     if args.warmup_steps is None:
         args.warmup_steps = 1 if args.smoke else 2
     if args.output is None:
-        args.output = DEFAULT_OUTPUT
+        args.output = SMOKE_OUTPUT if args.smoke else DEFAULT_OUTPUT
     return args
 
 
@@ -238,18 +245,13 @@ def _smoke_backend(requested):
     """The backend of an in-process smoke run: `requested` (at most one) or Keras's."""
     if requested and len(requested) > 1:
         raise SystemExit("--smoke runs in this process, on one backend: give at most one --backend.")
-    if requested and "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = requested[0]
-    # torch before tensorflow (the other order can segfault): the smoke run
-    # runs the PyTorch loop in this process too.
-    import torch  # noqa: F401, I001
+    # Also imports torch before TensorFlow: the smoke run runs the PyTorch loop in this process too.
+    try:
+        launch.select_backend(requested[0] if requested else None)
+    except launch.BackendMismatchError as error:
+        raise SystemExit(f"--smoke runs in this process: {error}") from None
     import keras
 
-    if requested and keras.config.backend() != requested[0]:
-        raise SystemExit(
-            f"--smoke runs in this process, where Keras already runs on "
-            f"{keras.config.backend()!r}, not {requested[0]!r}; set KERAS_BACKEND={requested[0]}."
-        )
     return keras.config.backend()
 
 

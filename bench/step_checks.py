@@ -1,4 +1,4 @@
-"""Profile: the per-step cost of the Distiller's data and schedule checks (issue 18).
+"""Profile: the per-step cost of the Distiller's data and schedule checks.
 
 `KERAS_BACKEND=jax python -m bench.step_checks [--data arrays|dataset|generator] [--epochs 1] [--repeats 3]`
 

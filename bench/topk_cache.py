@@ -1,4 +1,4 @@
-"""Top-k teacher cache against the dense cache: its size, and the student it gives (issue 16 part 3).
+"""Top-k teacher cache against the dense cache: its size, and the student it gives.
 
     KERAS_BACKEND=jax python -m bench.topk_cache [--seeds 1 2 3] [--top-k 8 32]
         [--temperatures 1 4] [--epochs 15] [--json results.json] [--smoke]

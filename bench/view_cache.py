@@ -1,4 +1,4 @@
-"""Function matching from a cache of augmented views against uncached, on MNIST-5k (issue 17 part 4).
+"""Function matching from a cache of augmented views against uncached, on MNIST-5k.
 
 `KERAS_BACKEND=jax python -m bench.view_cache [--epochs 30] [--seeds 0 1 2] [--views 4 16 64] [--json PATH]`
 (`--smoke`: random 28x28 images, a few rows, two epochs; no dataset needed.)

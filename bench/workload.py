@@ -5,7 +5,7 @@ backend chosen by `KERAS_BACKEND` and prints one JSON line of results; the
 runner starts one such process per configuration, so that each peak-memory
 figure belongs to one configuration alone. A spec with `configs` (a list)
 times them all in the one process, interleaved (`run_interleaved`; the
-pairs whose epochs take tenths of a second). `run(spec)` and
+pairs whose epochs are short). `run(spec)` and
 `run_interleaved(spec)` do the same in-process (the smoke run).
 
 Each configuration builds its models, warms up (compilation, tracing) on a
@@ -97,8 +97,7 @@ def run_interleaved(spec):
     Each configuration is built and warmed up first; then every round times
     one epoch of each, in the order given, `repeats` rounds. Load that a
     shared machine puts on one round hits every configuration alike, which
-    one process per configuration cannot promise when an epoch takes tenths
-    of a second.
+    one process per configuration cannot promise when epochs are short.
 
     Args:
         spec: As for `run`, with `configs` (a list of keys of `CONFIGS`) in

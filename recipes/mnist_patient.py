@@ -53,23 +53,23 @@ import time
 import numpy as np
 import support  # recipes/support.py, beside this script
 
-from keras_kd.cli import arguments
+from keras_kd import launch
 
 RECIPE = "mnist_patient"
 CLAIM = (
     "Beyer et al. (CVPR 2022): distillation closes the teacher-student gap when it is patient "
     "(long schedules) and consistent (teacher and student see the same augmented view); "
-    "issue 17 aims at >= 75 % of the gap for an MLP student of a CNN teacher."
+    "the aim here: >= 75 % of the gap for an MLP student of a CNN teacher."
 )
 METHODS = ("labels only", "plain KD", "patient KD")
 TEACHER_BATCH_SIZE = 64
 
 
 def add_arguments(parser):
-    parser.add_argument("--labeled", type=arguments.positive_int, default=500, help="labelled images (default 500)")
+    parser.add_argument("--labeled", type=launch.positive_int, default=500, help="labelled images (default 500)")
     parser.add_argument(
         "--budgets",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         nargs="+",
         default=[250, 1000, 4000, 16000],
         help="optimizer steps of each run, one run per budget (default 250 1000 4000 16000)",

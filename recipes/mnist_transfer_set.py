@@ -1,6 +1,6 @@
 """Few labels, many unlabelled images: transfer sets and function matching, on MNIST-5k.
 
-Issue #8's experiment, on the embedded 5,000-image MNIST subset (no download).
+An experiment on the embedded 5,000-image MNIST subset (no download).
 The 4,000 training images are split into a small labelled part (`--labeled`,
 500 by default) and an unlabelled transfer part (the rest); the 1,000 test
 images are held out. A CNN teacher is trained on the labelled part only (with
@@ -31,7 +31,7 @@ import support  # recipes/support.py, beside this script
 
 RECIPE = "mnist_transfer_set"
 CLAIM = (
-    "Issue #8: on a fixed small labelled set, soft targets add little for an MLP student; "
+    "On a fixed small labelled set, soft targets add little for an MLP student; "
     "distilling on a larger unlabelled transfer set moved it by about 10 points."
 )
 BATCH_SIZE = 64

@@ -1,14 +1,16 @@
 """What the scripts in `recipes/` share: arguments, backend, data, training, outputs.
 
 A recipe imports it as `import support`: Python puts the folder of the
-script it runs on `sys.path`. It uses only public names of keras_kd (the
-command line's shared helpers among them, `keras_kd.cli.arguments`).
+script it runs on `sys.path`. It uses only public names of keras_kd, and
+starts as the command line does, through `keras_kd.launch` (the backend,
+the argparse types), without the command line itself.
 
 Each recipe reproduces one known result. It parses its arguments with
 `parse_args`, picks the Keras backend with `select_backend` (before anything
 imports Keras, which is why this module imports Keras only inside its
 functions), loads data with `load_data`, trains with `train`, and writes
-everything with `RecipeOutput` into `saved_models/<recipe>/`:
+everything with `RecipeOutput` into `saved_models/<recipe>/`
+(`saved_models/smoke/<recipe>/` with `--smoke`):
 
 - `<model>.keras` for every model (the students alone, no teacher inside);
 - `history.json`: the per-epoch Keras logs of every training run;
@@ -31,10 +33,9 @@ import pathlib
 import re
 import time
 
-from keras_kd.cli import arguments
-from keras_kd.cli.errors import UsageError
+from keras_kd import launch
 
-BACKENDS = arguments.BACKENDS
+BACKENDS = launch.BACKENDS
 # Datasets that ship with the package (no download), so smoke runs use them.
 EMBEDDED_DATASETS = ("mnist_5k", "digits")
 SMOKE_TRAIN_ROWS = 32
@@ -56,7 +57,8 @@ def parse_args(recipe, description, argv=None, *, epochs, datasets, add_argument
 
     Args:
         recipe: The recipe's name; outputs go to `saved_models/<recipe>/`
-            (`saved_models/<recipe>/smoke/` with `--smoke`).
+            (`saved_models/smoke/<recipe>/` with `--smoke`, so that a smoke
+            run never overwrites the result files that ship).
         description: One line for `--help`.
         argv: The arguments (default: `sys.argv[1:]`).
         epochs: Default of `--epochs`.
@@ -71,18 +73,23 @@ def parse_args(recipe, description, argv=None, *, epochs, datasets, add_argument
     parser = argparse.ArgumentParser(prog=f"recipes/{recipe}.py", description=description)
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="Keras backend (default: KERAS_BACKEND)")
     parser.add_argument(
-        "--epochs", type=arguments.positive_int, default=epochs, help=f"training epochs (default {epochs})"
+        "--epochs", type=launch.positive_int, default=epochs, help=f"training epochs (default {epochs})"
     )
     parser.add_argument("--dataset", choices=datasets, default=datasets[0], help=f"default {datasets[0]}")
     parser.add_argument("--smoke", action="store_true", help="tiny and fast, to check the recipe runs (not a result)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--output-dir", default=None, help=f"default saved_models/{recipe}/")
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help=f"default {launch.default_output_dir(recipe)}/, or {launch.default_output_dir(recipe, smoke=True)}/ "
+        "with --smoke",
+    )
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
     args.recipe = recipe
     if args.output_dir is None:
-        args.output_dir = os.path.join("saved_models", recipe, "smoke" if args.smoke else "")
+        args.output_dir = launch.default_output_dir(recipe, smoke=args.smoke)
     if args.smoke:
         for key, value in SMOKE_OVERRIDES.items():
             if hasattr(args, key):
@@ -124,7 +131,7 @@ def add_training_arguments(parser, *, batch_size, learning_rate, temperature, al
             augmentation (`keras_kd.datasets.augmentation`); `args.augment` is
             then True unless given.
     """
-    parser.add_argument("--batch-size", type=arguments.positive_int, default=batch_size, help=f"default {batch_size}")
+    parser.add_argument("--batch-size", type=launch.positive_int, default=batch_size, help=f"default {batch_size}")
     parser.add_argument("--learning-rate", type=float, default=learning_rate, help=f"default {learning_rate}")
     parser.add_argument(
         "--temperature", type=float, default=temperature, help=f"distillation T (default {temperature})"
@@ -145,13 +152,11 @@ def select_backend(backend):
         The `keras` module, running on that backend.
 
     Raises:
-        RuntimeError: if Keras was already imported with another backend.
+        RuntimeError: if Keras was already imported with another backend
+            (`keras_kd.launch.BackendMismatchError`).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        arguments.select_backend(backend)  # Also imports torch before TensorFlow.
-    except UsageError as error:
-        raise RuntimeError(str(error)) from None
+    launch.select_backend(backend)  # Also imports torch before TensorFlow.
     import keras
 
     return keras

@@ -77,20 +77,24 @@ def test_report_has_tables_ratios_machine_and_command(smoke_run):
     assert "Best keras_kd backend against the pure-PyTorch loop" in text
     assert "Scaling with batch size" in text
     assert f"python -m bench --smoke --backend {REQUESTED_BACKEND}" in text
-    assert "Load average" in text and "shared with other engineers" in text
+    assert "Load average" in text
     assert "No GPU" in text
-    assert text.rstrip().endswith(report.ANALYSIS_MARKER)
+    # The plot of the targeted ratios, beside the page and shown on it.
+    assert "![" in text and "(BENCHMARKS.png)" in text
+    assert (output.parent / "BENCHMARKS.png").read_bytes().startswith(b"\x89PNG")
+    assert "## What is measured" in text
 
 
 @pytest.mark.slow
-def test_rewriting_keeps_the_hand_written_analysis(smoke_run, tmp_path):
+def test_rewriting_replaces_the_whole_page(smoke_run, tmp_path):
+    # The page describes one run: nothing of an earlier page survives a rewrite.
     _, output, data = smoke_run
     target = tmp_path / "BENCHMARKS.md"
     target.write_text(output.read_text() + "\n## Analysis\n\nProfiles by hand.\n")
     report.write(str(target), data["run"], data["results"])
     text = target.read_text()
-    assert text.count(report.ANALYSIS_MARKER) == 1
-    assert text.endswith("## Analysis\n\nProfiles by hand.\n")
+    assert "Profiles by hand" not in text
+    assert text == output.read_text()
 
 
 def test_ratios_and_verdicts():
@@ -389,8 +393,9 @@ def test_overhead_targets_and_console_verdicts():
     assert report.targets("small") is report.TARGETS
 
 
-def test_default_output_is_the_docs_benchmark_page():
+def test_default_output_is_the_docs_benchmark_page_but_not_for_a_smoke_run():
     assert runner.parse_args([]).output == os.path.join("docs", "results", "benchmarks.md")
+    assert runner.parse_args(["--smoke"]).output == os.path.join("saved_models", "smoke", "bench", "benchmarks.md")
 
 
 # ------------------------------------------------------------- the GPU suite

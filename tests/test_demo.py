@@ -1,4 +1,4 @@
-"""Tests of the offline demo (`keras_kd.cli.demo_app`, `keras-kd demo`), on short runs.
+"""Tests of the offline demo (`keras_kd.demo`, `keras-kd demo`), on short runs.
 
 The demo's accuracy claim is a measurement (README), not a test: here it runs
 for one epoch, and the tests check what it writes and reports, that every
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REQUESTED_BACKEND, assert_one_line_error
-from keras_kd import cli, datasets
-from keras_kd.cli import demo_app
+from keras_kd import cli, datasets, demo
 
 SHORT_RUN = {"epochs": 1, "teacher_epochs": 1, "shifted_copies": 1}
 
@@ -24,7 +23,7 @@ def short_demo(tmp_path_factory):
     """One short demo run: (results, printed lines, output directory)."""
     output_dir = str(tmp_path_factory.mktemp("demo"))
     lines = []
-    results = demo_app.run_demo(seeds=(4, 7), output_dir=output_dir, print_fn=lines.append, **SHORT_RUN)
+    results = demo.run_demo(seeds=(4, 7), output_dir=output_dir, print_fn=lines.append, **SHORT_RUN)
     return results, lines, output_dir
 
 
@@ -42,7 +41,7 @@ def test_results_json_is_what_run_demo_returns(short_demo):
 
 def test_saved_models_reproduce_the_reported_accuracies(short_demo):
     results, _, _ = short_demo
-    _, (x_test, y_test) = datasets.load_mnist_5k(test_fraction=demo_app.TEST_FRACTION)
+    _, (x_test, y_test) = datasets.load_mnist_5k(test_fraction=demo.TEST_FRACTION)
     measured = [results["teacher"]]
     for run in results["runs"]:
         measured += [run["labels_only"], run["distilled"]]
@@ -81,8 +80,8 @@ def test_the_two_students_of_a_seed_differ_only_by_distillation(short_demo):
 
 def test_report_prints_the_table_and_the_gain(short_demo):
     results, lines, _ = short_demo
-    assert lines == lines[: -len(demo_app.format_report(results))] + demo_app.format_report(results)
-    table = "\n".join(demo_app.format_report(results))
+    assert lines == lines[: -len(demo.format_report(results))] + demo.format_report(results)
+    table = "\n".join(demo.format_report(results))
     assert "| Teacher: CNN |" in table
     assert "| Student (labels only): 2x64 MLP |" in table
     assert "| Student (distilled): 2x64 MLP |" in table
@@ -97,14 +96,14 @@ def test_report_prints_the_table_and_the_gain(short_demo):
 )
 def test_refuses_bad_seeds(tmp_path, seeds, fragment):
     with pytest.raises(ValueError, match=fragment):
-        demo_app.run_demo(seeds=seeds, output_dir=str(tmp_path))
+        demo.run_demo(seeds=seeds, output_dir=str(tmp_path))
     assert not os.listdir(tmp_path)
 
 
 def test_refuses_a_backend_keras_is_not_running(tmp_path):
     other = "jax" if REQUESTED_BACKEND != "jax" else "torch"
     with pytest.raises(ValueError, match=f"KERAS_BACKEND={other}"):
-        demo_app.run_demo(backend_name=other, output_dir=str(tmp_path))
+        demo.run_demo(backend_name=other, output_dir=str(tmp_path))
 
 
 def test_command_line_passes_its_settings(tmp_path, capsys):
@@ -154,3 +153,14 @@ def test_command_line_refuses_bad_settings_in_one_line(tmp_path, capsys, argv, f
         status = exit_.code
     assert_one_line_error(status, capsys.readouterr().err, fragment)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_demos_former_module_still_runs_it_into_saved_models_demo():
+    import inspect
+
+    from keras_kd.cli import demo_app
+
+    assert demo_app.ShuffledBatches is demo.ShuffledBatches and demo_app.TEMPERATURE == demo.TEMPERATURE
+    assert inspect.signature(demo_app.run_demo).parameters["output_dir"].default == os.path.join("saved_models", "demo")
+    with pytest.raises(ValueError, match="distinct"):
+        demo_app.run_demo(seeds=(1, 1))  # Refused before anything is written.

@@ -7,6 +7,7 @@ subprocess to pay for the imports once. The model builders themselves are
 tested on every backend in test_models.py and test_models_resnet.py.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -70,8 +71,27 @@ needs_smoke_backend = pytest.mark.skipif(
 )
 
 
+def tracked_results():
+    """`{path: SHA-256}` of the result files that ship in saved_models/ (git's list, as they are on disk)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "saved_models"], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {path: hashlib.sha256((REPOSITORY / path).read_bytes()).hexdigest() for path in listed}
+
+
+def is_git_ignored(path):
+    status = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPOSITORY).returncode
+    assert status in (0, 1), f"git check-ignore failed on {path}"
+    return status == 0
+
+
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
+def shipped_results_before_smoke_runs():
+    return tracked_results()
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, shipped_results_before_smoke_runs):
     """Runs every recipe with --smoke in one subprocess; returns (root, status)."""
     root = tmp_path_factory.mktemp("recipes")
     empty = tmp_path_factory.mktemp("no_datasets")  # No TFDS or Keras copy of CIFAR-10 here.
@@ -182,10 +202,43 @@ def test_smoke_sets_one_epoch_tiny_models_and_its_own_output_folder():
         add_arguments=add_arguments,
     )
     assert (args.epochs, args.teacher, args.student) == (1, "small_cnn_student", "small_cnn_student")
-    assert pathlib.Path(args.output_dir) == pathlib.Path("saved_models/demo_recipe/smoke")
+    assert pathlib.Path(args.output_dir) == pathlib.Path("saved_models/smoke/demo_recipe")
     full = support.parse_args("demo_recipe", "test", [], epochs=10, datasets=("cifar10",), add_arguments=add_arguments)
     assert (full.epochs, full.teacher, full.dataset) == (10, "resnet50", "cifar10")
     assert pathlib.Path(full.output_dir) == pathlib.Path("saved_models/demo_recipe")
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_smoke_runs_leave_the_shipped_result_files_untouched(shipped_results_before_smoke_runs, smoke_runs):
+    after = tracked_results()
+    changed = [path for path, digest in shipped_results_before_smoke_runs.items() if after.get(path) != digest]
+    assert not changed, f"the smoke runs changed shipped results: {changed}"
+
+
+def assert_apart_from_shipped_results(output_dir):
+    """`output_dir` is ignored by git and holds none of the files that ship."""
+    assert is_git_ignored(REPOSITORY / output_dir / "results.json"), output_dir
+    shipped = [path for path in tracked_results() if path.startswith(pathlib.Path(output_dir).as_posix() + "/")]
+    assert not shipped, f"a smoke run in {output_dir} would overwrite {shipped}"
+
+
+@pytest.mark.parametrize("recipe", [*RECIPES, "stdlib_byte_lm"])
+def test_smoke_output_goes_where_git_ignores_it(recipe):
+    args = support.parse_args(recipe, "test", ["--smoke"], epochs=1, datasets=("mnist_5k",))
+    assert_apart_from_shipped_results(args.output_dir)
+
+
+def test_tune_smoke_output_goes_where_git_ignores_it():
+    # recipes/tune_temperature_alpha.py is `keras-kd tune` under a recipe's name.
+    from keras_kd import cli
+    from keras_kd.cli import tune
+
+    parser = cli.build_parser()
+    assert tune.output_dir_of(parser.parse_args(["tune"])) == os.path.join("saved_models", "tune_temperature_alpha")
+    assert any(path.startswith("saved_models/tune_temperature_alpha/") for path in tracked_results())
+    assert_apart_from_shipped_results(tune.output_dir_of(parser.parse_args(["tune", "--smoke"])))
+    assert tune.output_dir_of(parser.parse_args(["tune", "--smoke", "--output-dir", "here"])) == "here"
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--dataset", "imagenet"], ["--backend", "numpy"]])

@@ -3,11 +3,13 @@
 An application of the library, one module per subcommand (`demo`,
 `distill`, `report`, `export`, `tune`), each with `add_parser(subparsers)`,
 which declares its options, and `run(args)`, which runs it from the parsed
-arguments. What they share: `arguments` (option types and groups, checks,
-the backend choice; no Keras), `loading` (datasets and .keras models, once
-Keras runs) and `errors`. The demo and the sweep themselves are in
-`demo_app` and `tune_app`. Keras is imported inside the `run` functions
-only, after `--backend` has set `KERAS_BACKEND`.
+arguments. What they share: `keras_kd.launch` (the argparse types and the
+backend choice; no Keras), `arguments` (option groups and checks; no Keras),
+`loading` (datasets and .keras models, once Keras runs) and `errors`. The
+applications are apart from their parsers, which import them and are never
+imported by them: the demo is `keras_kd.demo`, the sweep `tune_app`. Keras
+is imported inside the `run` functions only, after `--backend` has set
+`KERAS_BACKEND`.
 
 Bad input ends the program with a one-line message on stderr and exit
 status 2.

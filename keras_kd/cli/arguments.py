@@ -1,23 +1,26 @@
-"""What the subcommands share before Keras starts: option types, option groups, checks, the backend.
+"""What the subcommands share before Keras starts: the backend option, option groups, checks.
 
 Nothing here imports Keras: the subcommands parse and check their arguments
 first, then `select_backend` sets `KERAS_BACKEND`, and only then is Keras
-imported. The argparse types (`positive_int`, `temperature`, ...) raise
-`argparse.ArgumentTypeError`, so argparse names the option in its one-line
-error; the checks raise `UsageError`.
+imported. The argparse types and the backend choice itself are
+`keras_kd.launch`'s, which the recipes and the benchmarks share; their
+names stay importable from here. The checks raise `UsageError`.
 """
 
-import argparse
-import importlib.util
-import math
 import os
-import sys
 import zipfile
 
+from keras_kd import launch
 from keras_kd.cli.errors import UsageError
-
-BACKENDS = ("torch", "tensorflow", "jax")
-
+from keras_kd.launch import (  # noqa: F401
+    BACKENDS,
+    alpha,
+    finite_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    temperature,
+)
 
 # ------------------------------------------------------------------ the backend
 
@@ -33,28 +36,11 @@ def add_backend_option(parser):
 
 
 def select_backend(name):
-    """Makes Keras run on backend `name`; call it before Keras is imported.
-
-    With `name=None`, Keras keeps the backend it would choose anyway
-    (`KERAS_BACKEND`, else `~/.keras/keras.json`, else TensorFlow). torch, when
-    installed, is imported before anything imports TensorFlow: the other order
-    can crash the process when both get loaded.
-
-    Raises:
-        UsageError: if Keras is already imported with another backend, which
-            can no longer change in this process.
-    """
-    keras = sys.modules.get("keras")
-    if name is not None and keras is not None and keras.config.backend() != name:
-        raise UsageError(
-            f"Keras is already running on {keras.config.backend()!r} in this "
-            f"process, so the backend {name!r} cannot take effect. Run in a new "
-            f"process, or set KERAS_BACKEND={name} before importing Keras."
-        )
-    if name is not None:
-        os.environ["KERAS_BACKEND"] = name
-    if "tensorflow" not in sys.modules and importlib.util.find_spec("torch") is not None:
-        import torch  # noqa: F401
+    """`keras_kd.launch.select_backend`, with a `UsageError` where Keras already runs on another backend."""
+    try:
+        launch.select_backend(name)
+    except launch.BackendMismatchError as error:
+        raise UsageError(str(error)) from None
 
 
 # ------------------------------------------------------------------ option groups
@@ -80,7 +66,7 @@ def add_dataset_options(parser, splits_help):
     add_data_dir_option(parser)
     parser.add_argument(
         "--limit",
-        type=positive_int,
+        type=launch.positive_int,
         default=None,
         metavar="N",
         help="use only the first N examples of each split (quick runs)",
@@ -95,66 +81,6 @@ def add_data_dir_option(parser):
         metavar="DIR",
         help="TensorFlow Datasets directory (default: TFDS's own)",
     )
-
-
-# ------------------------------------------------------------------ argparse types
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1, with a one-line error otherwise."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
-
-
-def non_negative_int(text):
-    """argparse type: an integer >= 0 (a seed, a count that may be zero)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
-    return value
-
-
-def temperature(text):
-    """argparse type: a distillation temperature, a finite number > 0."""
-    return positive_float(text, hint=" (typical values are 1 to 20)")
-
-
-def alpha(text):
-    """argparse type: the weight of the distillation term, in [0, 1]."""
-    value = finite_float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"must be in [0, 1] (1 = label-free distillation, 0 = labels only); got {text!r}"
-        )
-    return value
-
-
-def positive_float(text, hint=""):
-    """argparse type: a finite number > 0 (`hint` is added to the error)."""
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0{hint}; got {text!r}")
-    return value
-
-
-def finite_float(text):
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite; got {text!r}")
-    return value
-
-
-def _int(text):
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
 
 
 # ------------------------------------------------------------------ checks before Keras starts

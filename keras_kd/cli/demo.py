@@ -1,8 +1,9 @@
-"""`keras-kd demo`: the offline demo (`keras_kd.cli.demo_app.run_demo`) from the command line."""
+"""`keras-kd demo`: the offline demo (`keras_kd.demo.run_demo`) from the command line."""
 
+from keras_kd import launch
 from keras_kd.cli import arguments
 
-DEFAULT_OUTPUT_DIR = "saved_models/demo"
+DEFAULT_OUTPUT_DIR = launch.default_output_dir("demo")
 
 
 def add_parser(subparsers):
@@ -22,7 +23,7 @@ def add_parser(subparsers):
     arguments.add_backend_option(parser)
     parser.add_argument(
         "--seeds",
-        type=arguments.non_negative_int,
+        type=launch.non_negative_int,
         nargs="+",
         default=[0, 1, 2],
         metavar="SEED",
@@ -30,32 +31,32 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--epochs",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         default=None,
         help="training epochs of each student (default: the demo's own)",
     )
     parser.add_argument(
         "--teacher-epochs",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         default=None,
         help="training epochs of the teacher (default: the demo's own)",
     )
     parser.add_argument(
         "--temperature",
-        type=arguments.temperature,
+        type=launch.temperature,
         default=None,
         metavar="T",
         help="softmax temperature of the distillation term, > 0 (default: the demo's own)",
     )
     parser.add_argument(
         "--alpha",
-        type=arguments.alpha,
+        type=launch.alpha,
         default=None,
         help="weight of the distillation term in [0, 1] (default: the demo's own)",
     )
     parser.add_argument(
         "--shifted-copies",
-        type=arguments.non_negative_int,
+        type=launch.non_negative_int,
         default=None,
         metavar="N",
         help="randomly shifted copies of each training image for the students (default: the demo's own)",
@@ -74,7 +75,7 @@ def run(args):
     arguments.check_distinct("--seeds", args.seeds)
     arguments.check_output_dir(args.output_dir)
     arguments.select_backend(args.backend)
-    from keras_kd.cli import demo_app
+    from keras_kd.demo import run_demo
 
     chosen = {
         "epochs": args.epochs,
@@ -84,4 +85,4 @@ def run(args):
         "shifted_copies": args.shifted_copies,
     }
     options = {name: value for name, value in chosen.items() if value is not None}
-    demo_app.run_demo(seeds=tuple(args.seeds), output_dir=args.output_dir, **options)
+    run_demo(seeds=tuple(args.seeds), output_dir=args.output_dir, **options)

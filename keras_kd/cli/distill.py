@@ -2,6 +2,7 @@
 
 import os
 
+from keras_kd import launch
 from keras_kd.cli import arguments, loading
 from keras_kd.cli.errors import UsageError, one_line
 
@@ -38,33 +39,31 @@ def add_parser(subparsers):
     arguments.add_dataset_options(parser, splits_help="trains on its 'train' split, validates on 'test'")
     parser.add_argument(
         "--temperature",
-        type=arguments.temperature,
+        type=launch.temperature,
         default=4.0,
         metavar="T",
         help="softmax temperature of the distillation term, > 0 (default: 4.0)",
     )
     parser.add_argument(
         "--alpha",
-        type=arguments.alpha,
+        type=launch.alpha,
         default=0.9,
         help=(
             "weight of the distillation term in [0, 1]; 1 - alpha weighs the labels; 1.0 = label-free (default: 0.9)"
         ),
     )
-    parser.add_argument("--epochs", type=arguments.positive_int, default=10, help="training epochs (default: 10)")
-    parser.add_argument(
-        "--batch-size", type=arguments.positive_int, default=64, help="training batch size (default: 64)"
-    )
+    parser.add_argument("--epochs", type=launch.positive_int, default=10, help="training epochs (default: 10)")
+    parser.add_argument("--batch-size", type=launch.positive_int, default=64, help="training batch size (default: 64)")
     parser.add_argument(
         "--learning-rate",
-        type=arguments.positive_float,
+        type=launch.positive_float,
         default=1e-3,
         metavar="LR",
         help="Adam learning rate (default: 0.001)",
     )
     parser.add_argument(
         "--seed",
-        type=arguments.non_negative_int,
+        type=launch.non_negative_int,
         default=0,
         help=("seed of keras.utils.set_random_seed: initial weights of an ARCH student, shuffling (default: 0)"),
     )

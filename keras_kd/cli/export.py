@@ -1,5 +1,6 @@
 """`keras-kd export`: a .keras model as .keras, a TF SavedModel or ONNX, checked against Keras."""
 
+from keras_kd import launch
 from keras_kd.cli import arguments, loading
 from keras_kd.cli.errors import UsageError, one_line
 
@@ -40,13 +41,13 @@ def add_parser(subparsers):
     arguments.add_data_dir_option(parser)
     parser.add_argument(
         "--samples",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         default=16,
         help="number of sample inputs taken from --dataset (default: 16)",
     )
     parser.add_argument(
         "--tolerance",
-        type=arguments.positive_float,
+        type=launch.positive_float,
         default=1e-4,
         help="largest absolute difference allowed between artifact and Keras outputs (default: 1e-4)",
     )

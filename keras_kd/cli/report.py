@@ -2,6 +2,7 @@
 
 import os
 
+from keras_kd import launch
 from keras_kd.cli import arguments, loading
 from keras_kd.cli.errors import UsageError, one_line
 
@@ -41,7 +42,7 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--batch-sizes",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         nargs="+",
         default=[1, 256],
         metavar="N",
@@ -49,13 +50,13 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--warmup-batches",
-        type=arguments.non_negative_int,
+        type=launch.non_negative_int,
         default=5,
         help="untimed batches before timing, per batch size (default: 5)",
     )
     parser.add_argument(
         "--timed-batches",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         default=30,
         help="timed batches per batch size (default: 30)",
     )

@@ -1,9 +1,14 @@
 """`keras-kd tune`: the Keras Tuner sweep of temperature and alpha (`keras_kd.cli.tune_app.tune`)."""
 
+from keras_kd import launch
 from keras_kd.cli import arguments
 from keras_kd.cli.errors import UsageError, one_line
 
-DEFAULT_OUTPUT_DIR = "saved_models/tune_temperature_alpha"
+# The sweep's folder under saved_models/, which holds result files that ship;
+# a smoke run writes under saved_models/smoke/ instead, never over them.
+RUN_NAME = "tune_temperature_alpha"
+DEFAULT_OUTPUT_DIR = launch.default_output_dir(RUN_NAME)
+SMOKE_OUTPUT_DIR = launch.default_output_dir(RUN_NAME, smoke=True)
 _TEMPERATURE_DECAY = {"off": False, "on": True, "tune": "tune"}
 
 
@@ -32,24 +37,24 @@ def add_parser(subparsers):
         "--tuner", choices=("grid", "random", "bayesian", "hyperband"), default="grid", help="default: grid"
     )
     parser.add_argument(
-        "--max-trials", type=arguments.positive_int, default=None, metavar="N", help="default: the whole grid, else 10"
+        "--max-trials", type=launch.positive_int, default=None, metavar="N", help="default: the whole grid, else 10"
     )
     parser.add_argument(
         "--epochs",
-        type=arguments.positive_int,
+        type=launch.positive_int,
         default=None,
         help="student epochs per trial (default 10; 1 with --smoke)",
     )
-    parser.add_argument("--teacher-epochs", type=arguments.positive_int, default=None, help="default 8; 1 with --smoke")
+    parser.add_argument("--teacher-epochs", type=launch.positive_int, default=None, help="default 8; 1 with --smoke")
     parser.add_argument(
-        "--temperatures", type=arguments.temperature, nargs="+", default=None, metavar="T", help="default: 1 2 4 8 16"
+        "--temperatures", type=launch.temperature, nargs="+", default=None, metavar="T", help="default: 1 2 4 8 16"
     )
     parser.add_argument(
-        "--alphas", type=arguments.alpha, nargs="+", default=None, metavar="ALPHA", help="default: 0.1 0.3 0.5 0.7 0.9"
+        "--alphas", type=launch.alpha, nargs="+", default=None, metavar="ALPHA", help="default: 0.1 0.3 0.5 0.7 0.9"
     )
     parser.add_argument(
         "--learning-rates",
-        type=arguments.positive_float,
+        type=launch.positive_float,
         nargs="+",
         default=[1e-3],
         metavar="LR",
@@ -61,11 +66,11 @@ def add_parser(subparsers):
         default="off",
         help="T constant, decaying linearly to 1 over the epochs, or both tried (default: off)",
     )
-    parser.add_argument("--batch-size", type=arguments.positive_int, default=64)
-    parser.add_argument("--seed", type=arguments.non_negative_int, default=0)
+    parser.add_argument("--batch-size", type=launch.positive_int, default=64)
+    parser.add_argument("--seed", type=launch.non_negative_int, default=0)
     parser.add_argument(
         "--compare-seeds",
-        type=arguments.non_negative_int,
+        type=launch.non_negative_int,
         nargs="+",
         default=[],
         metavar="SEED",
@@ -75,9 +80,9 @@ def add_parser(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     parser.add_argument(
         "--output-dir",
-        default=DEFAULT_OUTPUT_DIR,
+        default=None,
         metavar="DIR",
-        help=f"default: {DEFAULT_OUTPUT_DIR}",
+        help=f"default: {DEFAULT_OUTPUT_DIR}, or {SMOKE_OUTPUT_DIR} with --smoke",
     )
     parser.set_defaults(run=run)
 
@@ -85,7 +90,8 @@ def add_parser(subparsers):
 def run(args):
     """Runs the sweep with the parsed options."""
     arguments.check_distinct("--compare-seeds", args.compare_seeds)
-    arguments.check_output_dir(args.output_dir)
+    output_dir = output_dir_of(args)
+    arguments.check_output_dir(output_dir)
     arguments.select_backend(args.backend)
     from keras_kd.cli import tune_app
 
@@ -103,7 +109,7 @@ def run(args):
             learning_rate=learning_rates[0] if len(learning_rates) == 1 else learning_rates,
             temperature_decay=_TEMPERATURE_DECAY[args.temperature_decay],
             batch_size=args.batch_size,
-            output_dir=args.output_dir,
+            output_dir=output_dir,
             overwrite=args.overwrite,
             smoke=args.smoke,
             seed=args.seed,
@@ -111,3 +117,10 @@ def run(args):
         )
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(one_line(error)) from None
+
+
+def output_dir_of(args):
+    """`--output-dir`, else `DEFAULT_OUTPUT_DIR`, or `SMOKE_OUTPUT_DIR` with `--smoke`."""
+    if args.output_dir is not None:
+        return args.output_dir
+    return SMOKE_OUTPUT_DIR if args.smoke else DEFAULT_OUTPUT_DIR

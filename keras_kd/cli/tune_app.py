@@ -16,15 +16,16 @@ import tempfile
 import keras
 import numpy as np
 
-from keras_kd import datasets, models, tuning
+from keras_kd import datasets, launch, models, tuning
 from keras_kd.atomic import atomic_open
 from keras_kd.cache import TeacherCache
-from keras_kd.cli.tune import DEFAULT_OUTPUT_DIR
 from keras_kd.distiller import Distiller
 
 # The usual setting a sweep is compared against (T=4, alpha=0.9).
 DEFAULT_SETTING = (4.0, 0.9)
 TEACHER_FILE = "teacher.keras"
+# Where `tune` writes unless told otherwise (`keras-kd tune --smoke` writes elsewhere).
+DEFAULT_OUTPUT_DIR = launch.default_output_dir("tune_temperature_alpha")
 
 
 def tune(
