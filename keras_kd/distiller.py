@@ -157,13 +157,8 @@ class Distiller(keras.Model):
 
     # Attributes Keras's tracking leaves alone: the feature extractors share
     # the models' layers (tracked, they would be saved twice); the rest is
-    # plain Python state, or arrays that Keras's JAX trainer sets at every
-    # step (`_keras_compat.PER_STEP_STATE_ATTRIBUTES`), which the tracking
-    # would walk for nothing.
-    _UNTRACKED = (
-        frozenset({"_teacher_extractor", "_student_extractor", "_log_names", "_step_checks"})
-        | _keras_compat.PER_STEP_STATE_ATTRIBUTES
-    )
+    # plain Python state.
+    _UNTRACKED = frozenset({"_teacher_extractor", "_student_extractor", "_log_names", "_step_checks"})
 
     def __setattr__(self, name, value):
         if name in self._UNTRACKED:
@@ -197,12 +192,6 @@ class Distiller(keras.Model):
     def uses_labels(self):
         """False only for label-free distillation (alpha fixed at 1.0)."""
         return not (self._alpha_value.is_constant and self._alpha_value.initial_value == 1.0)
-
-    @property
-    def _reads_step(self):
-        """Whether a training step needs its step number: for a schedule, or a loss that reads it."""
-        schedules = not (self._temperature_value.is_constant and self._alpha_value.is_constant)
-        return schedules or getattr(self.distillation_loss, "uses_step", True)
 
     @property
     def transforms_inputs(self):
@@ -373,7 +362,7 @@ class Distiller(keras.Model):
         if y is None and self.uses_labels and training:
             raise self._missing_labels_error()
         step = None
-        if training and self._reads_step:
+        if training:
             step = ops.cast(self.optimizer.iterations, "float32")
             if not self._temperature_value.is_constant:
                 self.temperature.assign(self._temperature_value.at_step(step))
@@ -480,7 +469,7 @@ class Distiller(keras.Model):
             batch_size = ops.cast(ops.shape(outputs.student_logits)[0], "float32")
         else:
             batch_size = float(batch_size)
-        agreement = kd_backend.top1_agreement_count(
+        agreement = kd_metrics.top1_agreement_count(
             outputs.student_logits, batch.teacher_logits, outputs.positions.valid
         )
         # Means weighted by the batch size (the loss and its terms) and by
@@ -527,7 +516,10 @@ class Distiller(keras.Model):
                 results[metric.name] = result
         # The temperature and alpha as they are now (inside a step: as the
         # step used them), read at every call: a callback may assign them.
-        results["temperature"], results["alpha"] = kd_backend.copies([self.temperature, self.alpha])
+        # Copies, not the variables' values: the logs outlive the step, and
+        # JAX donates the values' buffers to the next jitted step while
+        # torch assigns into them in place.
+        results["temperature"], results["alpha"] = ops.copy(self.temperature), ops.copy(self.alpha)
         return results
 
     def _describe_alpha(self):

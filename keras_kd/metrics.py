@@ -5,7 +5,6 @@ import numpy as np
 from keras import ops
 
 from keras_kd import _casting, transfer
-from keras_kd import backend as kd_backend
 from keras_kd import positions as kd_positions
 from keras_kd.backend import _keras_compat
 
@@ -47,24 +46,28 @@ class DistillationLogs(keras.metrics.Metric):
         if unknown:
             raise ValueError(f"Unknown mean names {unknown}; this metric keeps {list(self.names)}.")
         pairs = [means.get(name, (0.0, 0.0)) for name in self.names]
-        kd_backend.assign_add(self.sums, _vector([pair[0] for pair in pairs] + [pair[1] for pair in pairs]))
+        self.sums.assign_add(_float32_vector([pair[0] for pair in pairs] + [pair[1] for pair in pairs]))
 
     def reset_state(self):
         self.sums.assign(ops.zeros(self.sums.shape, dtype=self.dtype))
 
     def result(self):
-        return dict(zip(self.names, kd_backend.weighted_means(_casting.float32(self.sums))))
+        sums = _casting.float32(self.sums)
+        totals, weights = sums[: len(self.names)], sums[len(self.names) :]
+        # 0 where a weight is 0, as a `keras.metrics.Mean` without weight
+        # (the `where` drops the division's 0 / 0); NaN and inf in a sum
+        # with a weight stay.
+        return dict(zip(self.names, ops.unstack(ops.where(weights != 0, totals / weights, 0.0))))
 
     def get_config(self):
         return {**super().get_config(), "names": list(self.names)}
 
 
-def _vector(values):
+def _float32_vector(values):
     """A float32 vector of scalars: tensors, then Python numbers (static sizes and counts).
 
-    The tensors and the numbers go into one vector in one step of the
-    backend (`keras_kd.backend.float32_vector`). Numbers among the tensors
-    are stacked with them.
+    Numbers after the last tensor join the stacked tensors as one constant;
+    numbers among the tensors are stacked with them.
     """
     numbers = [isinstance(value, (int, float)) for value in values]
     tensors = numbers.count(False)
@@ -72,7 +75,23 @@ def _vector(values):
         return ops.stack([_casting.float32(value) for value in values])
     if not tensors:
         return ops.convert_to_tensor(np.asarray(values, "float32"))
-    return kd_backend.float32_vector(values[:tensors], [float(value) for value in values[tensors:]])
+    stacked = ops.stack([_casting.float32(value) for value in values[:tensors]])
+    if tensors == len(values):
+        return stacked
+    return ops.concatenate([stacked, np.asarray(values[tensors:], "float32")])
+
+
+def top1_agreement_count(student_logits, teacher_logits, valid=None):
+    """How many positions the student's and the teacher's top-1 classes agree on, as a float32 scalar tensor.
+
+    Args:
+        student_logits: Logits whose last axis holds the classes.
+        teacher_logits: Logits of the same shape.
+        valid: 0/1 per position (the logits' shape less its last axis), or
+            None to count every position.
+    """
+    agreements = ops.cast(ops.argmax(student_logits, axis=-1) == ops.argmax(teacher_logits, axis=-1), "float32")
+    return ops.sum(agreements if valid is None else agreements * valid)
 
 
 def update_compiled_metrics(compile_metrics, labels, logits, positions):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_kd.metrics import DistillationLogs
+from keras_kd.metrics import DistillationLogs, top1_agreement_count
 
 
 def _values(logs):
@@ -61,6 +61,21 @@ def test_a_mean_of_no_weight_is_0_whatever_its_sum():
     assert _values(logs) == {"loss": 0.0, "agreement": 0.75}
 
 
+def test_a_nan_or_inf_sum_with_a_weight_stays_in_its_mean():
+    logs = DistillationLogs(["loss", "agreement"])
+    logs.update_state({"loss": (float("nan"), 2.0), "agreement": (float("inf"), 4.0)})
+    means = _values(logs)
+    assert np.isnan(means["loss"]) and means["agreement"] == float("inf")
+
+
+def test_the_top1_agreement_counts_the_valid_positions_whose_argmax_agree():
+    student = keras.ops.convert_to_tensor([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
+    teacher = keras.ops.convert_to_tensor([[0.0, 2.0], [1.0, 0.0], [1.0, 0.0]])
+    assert float(keras.ops.convert_to_numpy(top1_agreement_count(student, teacher))) == 2.0
+    valid = keras.ops.convert_to_tensor([1.0, 0.0, 1.0])
+    assert float(keras.ops.convert_to_numpy(top1_agreement_count(student, teacher, valid))) == 1.0
+
+
 def test_unknown_names_are_refused_with_the_names_it_keeps():
     logs = DistillationLogs(["loss"])
     with pytest.raises(ValueError, match=r"Unknown mean names \['lost'\]; this metric keeps \['loss'\]"):
@@ -112,9 +127,8 @@ def test_logs_kept_by_a_callback_stay_readable_and_unchanged_after_later_steps()
 
 
 def test_the_logs_read_after_the_epoch_equal_the_ones_its_step_returned():
-    # Inside the (compiled) step the means are computed in tensors; read
-    # after it, from the variables' concrete values (in NumPy on JAX and
-    # TensorFlow). One step an epoch: both must be that step's means.
+    # Keras reads the logs again after the epoch, outside the (compiled)
+    # step. One step an epoch: both must be that step's means.
     from conftest import make_data, make_mlp
     from keras_kd import Distiller
 

@@ -1,10 +1,9 @@
-"""What differs per backend, in three roles, chosen once per backend.
+"""What differs per backend, in two roles, chosen once per backend.
 
 - gradient mechanics (`roles.GradientMechanics`): `train_step` and
   `test_step` with the signature each Keras trainer expects (JAX's are
   stateless and take `state` first), the wrapper of the step functions Keras
   makes, and how a failed call leaves the variables;
-- metric arithmetic (`roles.MetricOps`): the Distiller's logs;
 - weight versions (`roles.WeightVersions`): tokens that prove a weight
   unchanged, for the teacher cache's fingerprints.
 
@@ -70,39 +69,6 @@ def checked_step_function(function, checks, training):
 def keeping_state(distiller, checks):
     """`GradientMechanics.keeping_state` of the running backend."""
     return chosen_roles().gradients.keeping_state(distiller, checks)
-
-
-# ------------------------------------------------------------------ metric arithmetic
-
-
-def float32_vector(tensors, numbers):
-    """`MetricOps.float32_vector` of the running backend."""
-    return chosen_roles().metric_ops.float32_vector(tensors, numbers)
-
-
-def top1_agreement_count(student_logits, teacher_logits, valid=None):
-    """`MetricOps.top1_agreement_count` of the running backend."""
-    return chosen_roles().metric_ops.top1_agreement_count(student_logits, teacher_logits, valid)
-
-
-def assign_add(variable, value):
-    """`MetricOps.assign_add` of the running backend."""
-    return chosen_roles().metric_ops.assign_add(variable, value)
-
-
-def weighted_means(sums):
-    """`MetricOps.weighted_means` of the running backend."""
-    return chosen_roles().metric_ops.weighted_means(sums)
-
-
-def copies(variables):
-    """`MetricOps.copies` of the running backend."""
-    return chosen_roles().metric_ops.copies(variables)
-
-
-def concrete_numpy(value):
-    """`MetricOps.concrete_numpy` of the running backend."""
-    return chosen_roles().metric_ops.concrete_numpy(value)
 
 
 # ------------------------------------------------------------------ weight versions

@@ -53,14 +53,6 @@ def warn_if_untested_keras():
     )
 
 
-# What Keras's JAX trainer stores on the model at every step of fit, evaluate
-# and predict (`JAXTrainer._jax_state`: the step's state arrays, for a callback
-# that syncs them into the variables). It holds arrays only, yet
-# `Layer.__setattr__` tracks it, walking its four lists of state at every step
-# (docs/results/benchmarks.md). A model may set these as plain attributes.
-PER_STEP_STATE_ATTRIBUTES = frozenset({"_jax_state"})
-
-
 def loss_tracker(model):
     """The metric behind a compiled model's "loss" log (a `keras.metrics.Mean` unless replaced).
 
@@ -157,18 +149,6 @@ def variables_apart_from(model, skipped_layer):
         if layer is not skipped_layer:
             add(layer.variables)
     return variables
-
-
-def in_stateless_scope():
-    """Whether a `keras.StatelessScope` is active: variable assignments are then recorded, not made.
-
-    `keras.src.backend.common.stateless_scope.in_stateless_scope`; Keras
-    exports the scope but not this test. An in-place write that bypasses
-    `Variable.assign` must check it first.
-    """
-    from keras.src.backend.common.stateless_scope import in_stateless_scope as active
-
-    return active()
 
 
 def keras_mask(tensor):

@@ -1,10 +1,8 @@
-"""The three roles a backend plays in keras_kd, each a base class holding the defaults.
+"""The two roles a backend plays in keras_kd, each a base class holding the defaults.
 
 - `GradientMechanics`: where gradients are taken in a train step, how a
   step function Keras made is wrapped, and how a failed call leaves the
   variables.
-- `MetricOps`: the arithmetic of the Distiller's logs (a float32 vector of
-  scalars, top-1 agreement, weighted means, copies of the values logged).
 - `WeightVersions`: tokens that prove a weight's value unchanged, for the
   teacher cache's fingerprints.
 
@@ -18,14 +16,9 @@ import abc
 import contextlib
 import typing
 
-import numpy as np
-from keras import ops
-
-from keras_kd import _casting
-
 
 class Role:
-    """Base of the three roles; checks that a backend's subclass overrides only what its role declares.
+    """Base of the roles; checks that a backend's subclass overrides only what its role declares.
 
     A role is a direct subclass of `Role`: its public methods are what a
     backend may override. Private helpers (`_name`) of a backend's subclass
@@ -95,70 +88,6 @@ class GradientMechanics(Role, abc.ABC):
         return contextlib.nullcontext()
 
 
-class MetricOps(Role):
-    """The arithmetic of the Distiller's logs, in `keras.ops` unless a backend has fewer ops for it."""
-
-    def float32_vector(self, tensors, numbers):
-        """A float32 vector of scalar `tensors` followed by Python `numbers`."""
-        stacked = ops.stack([_casting.float32(tensor) for tensor in tensors])
-        return ops.concatenate([stacked, np.asarray(numbers, "float32")]) if numbers else stacked
-
-    def top1_agreement_count(self, student_logits, teacher_logits, valid=None):
-        """How many positions the student's and the teacher's top-1 classes agree on, as a scalar tensor.
-
-        `valid` (0/1 per position, or None for all) leaves positions out.
-        """
-        agreements = ops.cast(
-            ops.argmax(student_logits, axis=-1) == ops.argmax(teacher_logits, axis=-1),
-            "float32",
-        )
-        return ops.sum(agreements if valid is None else agreements * valid)
-
-    def assign_add(self, variable, value):
-        """`variable.assign_add(value)`."""
-        return variable.assign_add(value)
-
-    def weighted_means(self, sums):
-        """The means of a vector of weighted sums followed by their weights: each sum over its weight.
-
-        0 where a weight is 0 (the `where` drops the division's 0 / 0); NaN
-        and inf in a sum with a weight stay. Returns a list of scalars:
-        NumPy ones where `concrete_numpy` reads the sums (outside a traced
-        step), else tensors.
-        """
-        concrete = self.concrete_numpy(sums)
-        values = sums if concrete is None else concrete
-        count = values.shape[0] // 2
-        totals, weights = values[:count], values[count:]
-        if concrete is None:
-            return ops.unstack(ops.where(weights != 0, totals / weights, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return list(np.where(weights != 0, totals / weights, np.float32(0.0)))
-
-    def copies(self, variables):
-        """Copies of the values of scalar float32 `variables` (not views of them), one each.
-
-        Logs hold them past the step: JAX donates the variables' buffers to
-        the next jitted step, torch writes into them in place. NumPy arrays
-        where `concrete_numpy` reads them, else tensors.
-        """
-        concrete = [self.concrete_numpy(variable.value) for variable in variables]
-        if all(value is not None for value in concrete):
-            return concrete
-        return [ops.copy(variable) for variable in variables]
-
-    def concrete_numpy(self, value):
-        """A NumPy copy of a tensor (a variable's `.value`) where it is concrete and cheap to read, else None.
-
-        None inside a traced step (JAX's `jit`, a `tf.function`), where
-        values are symbolic. Outside it (the logs at the end of an epoch,
-        read by Keras outside the step) NumPy reads a few scalars with less
-        overhead than eager ops (docs/results/benchmarks.md). The default
-        says None.
-        """
-        return None
-
-
 class WeightVersions(Role):
     """Tokens that prove a weight's value unchanged, for the teacher cache's fingerprints."""
 
@@ -194,5 +123,4 @@ class BackendRoles(typing.NamedTuple):
     """One backend's object for each role; each backend package's `ROLES`."""
 
     gradients: GradientMechanics
-    metric_ops: MetricOps
     weight_versions: WeightVersions

@@ -68,18 +68,12 @@ class DistillationLoss(_ConfiguredLoss):
     standardization, and passes everything to `call`, which subclasses
     implement and which returns one value per example.
 
-    A subclass whose `call` ignores `step` sets `uses_step = False`: the
-    Distiller then passes `step=None` where no schedule needs the step
-    either, and spares the step the op that reads it.
-
     Args:
         standardize: Standardize each example's teacher and student logits
             first (Sun et al., "Logit Standardization in Knowledge
             Distillation", CVPR 2024; see `standardize_logits`).
         name: Name of the loss; defaults to the class name in snake_case.
     """
-
-    uses_step = True
 
     def __init__(self, *, standardize=False, name=None):
         super().__init__(name)

@@ -34,8 +34,6 @@ class SoftTargetKL(DistillationLoss):
     ```
     """
 
-    uses_step = False
-
     def call(self, teacher_logits, student_logits, temperature, step=None):
         return soft_target_kl(teacher_logits, student_logits, temperature)
 
@@ -85,11 +83,6 @@ class DecoupledKD(DistillationLoss):
             raise ValueError(f"`warmup_steps` must be an integer >= 0 (0 turns the warm-up off); got {warmup_steps!r}.")
         self.warmup_steps = int(warmup_steps)
 
-    @property
-    def uses_step(self):
-        """Only the warm-up reads the step."""
-        return self.warmup_steps > 0
-
     def warmup_weight(self, step):
         """`min(step / warmup_steps, 1)`, or 1.0 without a step or a warm-up."""
         if step is None or self.warmup_steps == 0:
@@ -134,8 +127,6 @@ class ReverseKL(DistillationLoss):
     ```
     """
 
-    uses_step = False
-
     def call(self, teacher_logits, student_logits, temperature, step=None):
         return reverse_kl(teacher_logits, student_logits, temperature)
 
@@ -174,8 +165,6 @@ class GeneralizedJSD(DistillationLoss):
     ```
     """
 
-    uses_step = False
-
     def __init__(self, beta=0.5, standardize=False, name=None):
         super().__init__(standardize=standardize, name=name)
         self.beta = check_beta(beta)
@@ -209,8 +198,6 @@ class TotalVariation(DistillationLoss):
     assert abs(float(losses.TotalVariation()(teacher, -teacher, 1.0)[0]) - 1.0) < 1e-6
     ```
     """
-
-    uses_step = False
 
     def call(self, teacher_logits, student_logits, temperature, step=None):
         return total_variation(teacher_logits, student_logits, temperature)
