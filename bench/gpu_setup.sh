@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares a bare GPU machine for `python -m bench --gpu-suite` (issue 15).
+# Prepares a bare GPU machine for `python -m bench --gpu-suite`.
 #
 # The GPU image has a CUDA torch and, usually, a CUDA JAX, but no Keras, no
 # TensorFlow and no keras-tuner. The suite times torch and JAX only and

@@ -1,8 +1,10 @@
 """The benchmark page (docs/results/benchmarks.md) from the results of one `python -m bench` run.
 
-The tables, the ratios against the targets of issues #4 and #15 and the
-machine are generated; everything below `ANALYSIS_MARKER` in an existing file
-(the hand-written analysis and profiles) is kept when the file is regenerated.
+The whole page is generated, so that it always describes one run of the code
+that wrote it: what each benchmark measures and how to read it (fixed text,
+below), the run (command, date, duration, load, machine), the tables, the
+ratios against their targets, and a plot of those ratios beside the page
+(`bench.plot`; `benchmarks.md` -> `benchmarks.png`).
 """
 
 import os
@@ -11,7 +13,6 @@ import statistics
 from bench import workload
 from bench.pairs import PAIRS
 
-ANALYSIS_MARKER = "<!-- Everything below this line is kept when `python -m bench` rewrites the file. -->"
 # (name, numerator configs, denominator configs, limit): the ratio is
 # sum(numerator seconds) / sum(denominator seconds) on one backend.
 TARGETS = (
@@ -32,8 +33,8 @@ TARGETS = (
     ),
     ("cached KD (+ features) / student alone", ("kd_cached_features",), ("student",), None),
 )
-# Issue 15's targets, where a step takes a millisecond: the cache must cost
-# what the student's own data path costs, and the Distiller no more than core's.
+# Where a step is this short, the cache must cost what the student's own data
+# path costs, and the Distiller no more than core's.
 OVERHEAD_TARGETS = (
     ("cached KD (logits) / student alone", ("kd_cached",), ("student",), 1.10),
     ("uncached KD (logits) / core Distiller (logits)", ("kd_logits",), ("core_logits",), 1.00),
@@ -47,6 +48,71 @@ OVERHEAD_TARGETS = (
 )
 # The pairs whose targets are not `TARGETS`.
 PAIR_TARGETS = {"overhead": OVERHEAD_TARGETS}
+
+# What the page says before the run's tables: true of every run.
+HOW_TO_READ = """\
+## What is measured
+
+Each configuration trains (or, for the teacher, predicts) on random data of its pair's input shape;
+speed does not depend on the values. One epoch is one pass over the pair's images.
+
+| configuration | what it times |
+|---|---|
+| student alone | `student.fit` on the labels: the floor that distillation adds to. |
+| teacher inference | `teacher.predict` over the epoch's images: what one pass of the teacher costs. |
+| keras_kd KD, uncached | `keras_kd.Distiller(teacher, student).fit`: the teacher runs inside every step. "+ features" adds a `FeatureMatch` (MSE) term. |
+| keras_kd KD, cached | The same Distiller fitted on a `TeacherCache` of the teacher's outputs: no teacher in the step. Building the cache (one teacher pass) is timed apart. |
+| core Distiller | Core Keras's `keras.distillation.Distiller` with its `LogitsDistillation` (KL divergence) and, for "+ features", `FeatureDistillation`. |
+| pure-PyTorch loop | A hand-written PyTorch loop (`bench/torch_loop.py`) on twins of the Keras models: the same math without Keras. "Teacher's precomputed" is its cached twin. |
+
+The pairs (`bench/pairs.py`) sit at three points of one range:
+
+- **small**: a VGG-style CNN teacher several times as costly as its small CNN student. Here the teacher
+  dominates an uncached step, and a cache pays off most.
+- **resnet**: a ResNet-50 teacher with an ImageNet stem and a ResNet-18 student with a CIFAR stem, on
+  32x32 images. The stems make the student the costly one, so KD costs about what the student costs,
+  cached or not.
+- **overhead**: an MLP teacher and a tiny MLP student whose steps are short, so that the Distiller's own
+  per-step work and the data path decide the speed, as they do for most pairs on a fast GPU.
+
+## How to read the tables
+
+- **Seconds per epoch** are the fastest of the timed epochs; in brackets, images per second; then
+  how much slower the slowest epoch was. That last figure is the spread the machine's load caused:
+  a difference between two rows smaller than their spread is not a result.
+- **Separate or interleaved.** By default each configuration runs in a fresh process (so that its
+  peak memory is its own), warms up, then times its epochs. *Interleaved* pairs (the overhead-bound
+  one, and every pair under `--interleave`) build every configuration in one process per backend
+  and time one epoch of each in turn, round after round, so that a slow spell of the machine falls
+  on all of them alike. Where a `fit` runs several epochs, each epoch is timed inside it, leaving out
+  the per-call set-up of `fit`, as a user's `fit(epochs=...)` pays it once.
+- **Ratios** divide seconds per epoch on one backend: below 1.00 the numerator is faster. Each
+  target says what keras_kd aims for: uncached KD no slower than core's Distiller; uncached KD
+  close to the student and the teacher run back to back (the Distiller adds little of its own); cached KD
+  close to the student alone. "met" and "**missed**" compare the fastest epochs with the target;
+  for interleaved runs, "paired" is the median over rounds of each round's own ratio, which moves
+  less with the load. A ratio that misses its target by less than its rows' spread is within
+  the noise of the run.
+- **Two denominators to read with care.** `teacher.predict` copies each batch's outputs to NumPy
+  and runs the batches one at a time, so it can cost more than the teacher inside a compiled KD
+  step: "(student alone + teacher inference)" is a generous denominator. With features, core's
+  Distiller runs the student a second time (through a feature extractor) where keras_kd runs it
+  once; what that saves is one student forward pass, large only where the student is costly.
+- **Memory** is the peak resident memory of the configuration's process (for interleaved runs, of
+  the one process that held them all); in brackets, above the process's memory before it imported
+  the framework.
+- **Against the pure-PyTorch loop**, the fastest backend's keras_kd throughput is divided by the
+  loop's: at or above 1.00 keras_kd is as fast as the hand-written loop.
+- **Scaling** tables repeat the ratios at another batch size (small pair) and across the pairs.
+
+Other measurements live beside this one, each its own command in `bench/`: the cached step alone
+(`bench.cached_step`), a tuner-like sweep on one cache (`bench.cache_sweep`), the top-k and view
+caches (`bench.topk_cache`, `bench.view_cache`, whose runs are on
+[the teacher cache studies](cache-studies.md) page), the peak memory of the losses at
+language-model vocabularies (`bench.loss_memory`), the per-step checks (`bench.step_checks`) and
+profiles (`bench.profile_cached`, `bench.profile_uncached`). `python -m bench --gpu-suite` is the
+GPU matrix in one call (`bench/gpu_setup.sh` prepares a GPU machine).
+"""
 
 
 def targets(pair_name):
@@ -73,34 +139,75 @@ def verdict_lines(results):
     return lines
 
 
+def headline_ratios(results):
+    """Each pair's ratios that have a target, per backend: what the page's plot draws.
+
+    Returns:
+        A list of `(pair label, rows)`, each row `(ratio name, limit,
+        {backend: ratio or None})`, leaving out the ratios that no backend
+        could compute.
+    """
+    main = [result for result in results if result.get("group", "main") == "main"]
+    ratios = []
+    for pair_name in _ordered(result["pair"] for result in main):
+        by_key = {(r["backend"], r["config"]): r for r in main if r["pair"] == pair_name}
+        backends = _ordered(backend for backend, _ in by_key if backend != "pytorch")
+        rows = []
+        for name, numerator, denominator, limit in targets(pair_name):
+            values = {backend: _ratio(by_key, backend, numerator, denominator) for backend in backends}
+            if limit is not None and any(value is not None for value in values.values()):
+                rows.append((name, limit, values))
+        if rows:
+            ratios.append((f"{pair_name} pair: {_sizes_label(main, pair_name)}", rows))
+    return ratios
+
+
 def write(path, run_info, results):
-    """Writes the report to `path`, keeping the analysis below the marker."""
-    kept = ""
-    if os.path.exists(path):
-        with open(path) as file:
-            text = file.read()
-        if ANALYSIS_MARKER in text:
-            kept = text.split(ANALYSIS_MARKER, 1)[1]
+    """Writes the page to `path` and its plot beside it (`.md` -> `.png`); returns the plot's path or None.
+
+    The plot is left out, and the page says so, where matplotlib is not
+    installed or no ratio could be computed.
+    """
+    plot_path = os.path.splitext(path)[0] + ".png"
+    try:
+        from bench import plot
+
+        plot.plot_ratios(headline_ratios(results), plot_path)
+        plot_note = None
+    except ImportError as error:
+        plot_path, plot_note = None, f"No plot: {error}."
+    except ValueError as error:
+        plot_path, plot_note = None, f"No plot: {error}"
     with open(path, "w") as file:
-        file.write(render(run_info, results) + "\n" + ANALYSIS_MARKER + kept.rstrip("\n") + "\n")
+        file.write(render(run_info, results, plot_path=plot_path, plot_note=plot_note) + "\n")
+    return plot_path
 
 
-def render(run_info, results):
-    """The generated part of the benchmark page, as a string."""
+def render(run_info, results, plot_path=None, plot_note=None):
+    """The benchmark page, as a string; `plot_path` is shown by its file name (beside the page)."""
     main = [result for result in results if result.get("group", "main") == "main"]
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `python -m bench` (the harness in `bench/`); only the section after the "
-        "marker at the end is written by hand. Random data of each pair's input shape (speed "
-        "does not depend on the values); one epoch = one pass over the images. Each configuration "
-        f"runs in a fresh process: {run_info['warmup_steps']} warm-up step(s) (compilation, "
-        "tracing), then timed epochs (each pair's section says how many); the tables give the "
-        "fastest. Pairs marked *interleaved* run all their configurations in one process per "
-        "backend instead, one epoch of each in turn.",
+        "keras_kd's Distiller against the student alone, the teacher's inference, core Keras's "
+        "`keras.distillation.Distiller` and a hand-written PyTorch loop. This page is written whole by "
+        "`python -m bench` (the harness in `bench/`) from one run: the command, date and machine are "
+        "under *Run*; run the command again to regenerate it. What each configuration and pair "
+        "measures, and how to read the tables, is at the end: [What is measured](#what-is-measured).",
         "",
     ]
+    if plot_path is not None:
+        lines += [
+            f"![Each pair's ratios with a target, per backend]({os.path.basename(plot_path)})",
+            "",
+            "*The ratios that have a target, from the tables below: bars per backend, the target as a "
+            "black tick, 1.00 as a dashed line; lower is faster.*",
+            "",
+        ]
+    elif plot_note:
+        lines += [f"*{plot_note}*", ""]
     lines += _machine_section(run_info)
+    lines += _scope_lines(results)
     errors = [result for result in results if "error" in result]
     if errors:
         lines += ["## Failed configurations", ""]
@@ -111,7 +218,8 @@ def render(run_info, results):
         lines += _pair_section(PAIRS[pair_name], pair_results)
     lines += _pytorch_section(main)
     lines += _scaling_sections(results)
-    return "\n".join(lines)
+    lines.append(HOW_TO_READ)
+    return "\n".join(lines).rstrip("\n")
 
 
 def _machine_section(run_info):
@@ -123,32 +231,54 @@ def _machine_section(run_info):
         "",
         f"- Command: `{run_info['command']}` (from the repository root, in the project's venv)"
         + (" — a smoke run: tiny sizes, not a measurement" if run_info["smoke"] else ""),
-        f"- Started {run_info['started']}; took {run_info['wall_seconds']:.0f} s.",
+        f"- Started {run_info['started']}; took {run_info['wall_seconds']:.0f} s; "
+        f"{run_info['warmup_steps']} warm-up step(s) before each configuration's timed epochs.",
+        f"- Load average (1, 5, 15 min) at the start: {_load(start)}; at the end: {_load(end)}. "
+        "Absolute times carry that load; each ratio is taken within one backend's runs.",
         f"- CPU: {machine['cpu_model']}, {machine['logical_cores']} logical cores; "
         f"{machine['platform']}; Python {machine['python']}.",
         f"- Versions: {versions}.",
-        f"- Load average (1, 5, 15 min) at the start: {_load(start)}; at the end: {_load(end)}. "
-        "This machine is shared with other engineers' jobs, so absolute times carry their "
-        "load; ratios are taken within one backend's runs, minutes apart.",
         _accelerator_line(machine.get("accelerator"), run_info.get("dtype_policy", "float32")),
+        "",
+    ]
+
+
+def _scope_lines(results):
+    """What the default run times that this one left out (options such as `--pairs`), if anything."""
+    pairs = {result["pair"] for result in results}
+    configs = {result["config"] for result in results}
+    left_out = [f"the {name} pair" for name in PAIRS if name not in pairs]
+    left_out += [f"{workload.CONFIGS[config]}" for config in workload.CONFIGS if config not in configs]
+    if "small" in pairs and not any(result.get("group") == "scaling" for result in results):
+        left_out.append("the batch-size scaling runs")
+    if not results or not left_out:
+        return []
+    return [
+        "This run times part of what `python -m bench` times by default; it leaves out "
+        + "; ".join(left_out)
+        + ". The ratios that need them are shown as —.",
         "",
     ]
 
 
 def _accelerator_line(accelerator, dtype_policy):
     if accelerator is None:
-        return (
-            f"- No GPU was available for this run (dtype policy {dtype_policy}; issue #4 part 5, "
-            "mixed precision on a GPU, could not be measured here)."
-        )
+        return f"- No GPU was available for this run; Keras dtype policy {dtype_policy}."
     return f"- GPU: {accelerator}; Keras dtype policy {dtype_policy}."
+
+
+def _sizes_label(results, pair_name):
+    """`4.7M -> 0.17M parameters` for a pair, from any of its results that has the counts."""
+    counted = next((r for r in results if r["pair"] == pair_name and "teacher_parameters" in r), None)
+    if counted is None:
+        return PAIRS[pair_name].title
+    return f"{counted['teacher_parameters'] / 1e6:.1f}M -> {counted['student_parameters'] / 1e6:.2f}M parameters"
 
 
 def _pair_section(pair, results):
     backends = _ordered(r["backend"] for r in results if r["backend"] != "pytorch")
     any_result = next((r for r in results if "error" not in r), None)
-    header = f"## {pair.title}"
-    lines = [header, ""]
+    lines = [f"## {pair.title}", ""]
     interleaved = any(r.get("interleaved") for r in results)
     if any_result is not None:
         features = (
@@ -158,19 +288,12 @@ def _pair_section(pair, results):
             else ""
         )
         epochs_per_fit = any_result.get("epochs_per_fit", 1)
-        unit = "one epoch" if epochs_per_fit == 1 else f"one `fit` of {epochs_per_fit} epochs"
+        unit = "one epoch" if epochs_per_fit == 1 else f"one `fit` of {epochs_per_fit} epochs, each timed inside it"
         timing = (
-            "*Interleaved*: one process per backend builds every configuration, warms each up, "
-            f"then times {any_result['repeats']} round(s) of {unit} of each in turn."
+            f"*Interleaved*: {any_result['repeats']} round(s) of {unit} of each configuration in turn."
             if interleaved
-            else f"Each configuration in its own process, {any_result['repeats']} timed round(s) of {unit}."
+            else f"Each configuration in its own process: {any_result['repeats']} timed round(s) of {unit}."
         )
-        if epochs_per_fit > 1:
-            timing += (
-                " Each epoch is timed inside its `fit`, from its start to its end, so the per-call "
-                "set-up of `fit` (the data pipeline, keras_kd's checks) is left out of the Keras "
-                "configurations' seconds; `teacher.predict` and the PyTorch loop are timed per call."
-            )
         lines += [
             f"Teacher {any_result['teacher_parameters']:,} trainable parameters, student "
             f"{any_result['student_parameters']:,}; {any_result['images']} images per epoch, "

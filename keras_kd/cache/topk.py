@@ -25,7 +25,7 @@ uniform tail gives `(num_classes - k) * exp(tail_logit / T)` where the
 teacher has `sum_j exp(z_j / T)`; by the power-mean inequality it
 over-estimates the tail's mass for T > 1 and under-estimates it for T < 1,
 by far when the teacher's tail sits on a few classes (what that does to a
-student is measured in docs/results/benchmarks.md, "Top-k teacher cache").
+student is measured in docs/results/cache-studies.md, "Top-k teacher cache").
 So the tail logit is set for one temperature, `tail_temperature` (default 1):
 `tail_logit = T * (logsumexp(z_j / T) - log(num_classes - k))`, which makes
 the softened rest mass exact at that T. Build the cache for the Distiller's
@@ -111,7 +111,7 @@ def warn_unless_tail_temperature(distiller, top_k, tail_temperature):
         "the rest of the mass evenly, which at a higher temperature gives them far more of the "
         "softened mass than the teacher's own tail (at a lower one, less); a student can then do "
         "worse than one trained on labels alone (see docs/guides/cache.md, 'Top-k caches for large "
-        "vocabularies', and docs/results/benchmarks.md). Build the cache with tail_temperature "
+        "vocabularies', and docs/results/cache-studies.md). Build the cache with tail_temperature "
         "equal to the Distiller's temperature, or use a dense cache.",
         UserWarning,
         stacklevel=2,

@@ -16,7 +16,7 @@ neither exact nor free: on Keras 3.15's torch backend, `transform_images` of
 `RandomRotation` and `RandomBrightness` gives another image when called twice
 with one transformation, and a replay would run the interpolation in every
 training step (see docs/guides/cache.md, "A cache of augmented views", and
-docs/results/benchmarks.md for what the cache costs and gains). Stored
+docs/results/cache-studies.md for what the cache costs and gains). Stored
 inputs are exact by construction: the teacher's outputs are computed on the
 very array the student later reads (rounded first to `view_dtype`, when one
 is given, so both see the rounded view).
