@@ -1,10 +1,24 @@
 """Test set-up: one backend per process, chosen by KERAS_BACKEND (as Keras does)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REQUESTED_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 os.environ["KERAS_BACKEND"] = REQUESTED_BACKEND
+
+# JAX compiles each new train function, and the tests (and the processes they
+# start, which inherit the environment) compile the same few small programs
+# many times: JAX's persistent compilation cache, as docs/guides/tuning.md
+# recommends for trials, lets each be compiled once per test run. A new folder
+# per run, removed at exit, so that no run reads another's.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="keras_kd_tests_jax_cache_")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # torch before tensorflow: the other order can segfault.
 import keras  # noqa: E402

@@ -1,5 +1,7 @@
 """keras_kd.datasets: offline loading, the TFDS path (mocked), clear errors, augmentation."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -15,10 +17,16 @@ def no_local_copies(tmp_path, monkeypatch):
     return tmp_path
 
 
+@functools.cache
+def load_once(name, split):
+    """`datasets.load(name, split)`, read once for the tests below (which only read the arrays)."""
+    return datasets.load(name, split)
+
+
 @pytest.mark.parametrize("name, rows, shape", [("mnist_5k", 4000, (28, 28, 1)), ("digits", 1437, (8, 8, 1))])
 def test_embedded_sets_load_offline_normalized(name, rows, shape):
-    x_train, y_train = datasets.load(name, "train")
-    x_test, y_test = datasets.load(name, "test")
+    x_train, y_train = load_once(name, "train")
+    x_test, y_test = load_once(name, "test")
     assert x_train.shape == (rows, *shape) and x_train.dtype == np.float32
     assert y_train.shape == (rows,) and y_train.dtype == np.int32
     assert len(x_train) + len(x_test) == {"mnist_5k": 5000, "digits": 1797}[name]
@@ -29,7 +37,7 @@ def test_embedded_sets_load_offline_normalized(name, rows, shape):
 
 def test_embedded_splits_match_the_original_loader():
     (x_train, y_train), _ = datasets.load_mnist_5k()
-    x, y = datasets.load("mnist_5k", "train")
+    x, y = load_once("mnist_5k", "train")
     np.testing.assert_array_equal(x, x_train)
     np.testing.assert_array_equal(y, y_train)
 

@@ -116,7 +116,28 @@ def _leading_blank_lines(raw):
     return count
 
 
+def repeated_code(examples):
+    """{id: id of the first example with the same code} for each example repeating an earlier one.
+
+    The same code is the same program whatever its comments say (the README's
+    quick start is also the getting-started page's), so it runs once.
+    """
+    first_id, repeats = {}, {}
+    for example in examples:
+        if example.doctest:
+            continue
+        try:
+            code = ast.dump(ast.parse(example.source))
+        except SyntaxError:
+            continue  # test_example_runs reports it, each time.
+        first = first_id.setdefault(code, example.id)
+        if first != example.id:
+            repeats[example.id] = first
+    return repeats
+
+
 EXAMPLES = [*markdown_examples(), *docstring_examples()]
+SAME_CODE_AS = repeated_code(EXAMPLES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.id for example in EXAMPLES])
@@ -124,6 +145,8 @@ def test_example_runs(example, tmp_path, monkeypatch):
     first_line = example.source.lstrip().split("\n", 1)[0].strip()
     if first_line.startswith(NOT_RUN):
         pytest.skip(first_line[len(NOT_RUN) :].strip() or "marked `# not run`")
+    if example.id in SAME_CODE_AS:
+        pytest.skip(f"the same code as {SAME_CODE_AS[example.id]}, which runs")
     monkeypatch.chdir(tmp_path)
     try:
         if example.doctest:
@@ -155,6 +178,8 @@ def test_examples_are_collected():
     assert any(path.startswith("docs/guides/") for path in paths)
     sample = "Intro.\n\n- item:\n\n  ```python\n  x = 1\n  ```\n\n```bash\nls\n```\n"
     assert list(python_blocks(sample)) == [(5, "x = 1\n")]
+    examples = [Example("a.md", 1, "x = 1  # one\n"), Example("b.md", 3, "x = 1\n"), Example("c.md", 1, "x = 2\n")]
+    assert repeated_code(examples) == {"b.md:3": "a.md:1"}
 
 
 # --- The API reference covers every public name. ---------------------------

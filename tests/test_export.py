@@ -28,12 +28,29 @@ def _small_cnn(name="small_cnn"):
     return keras.Model(inputs, keras.layers.Dense(3)(hidden), name=name)
 
 
-def _trained_cnn():
-    model = _small_cnn()
+def _compiled(model):
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_cnn_weights():
+    """The weights of a small CNN trained one epoch (trained once for the module), and its inputs."""
+    keras.utils.set_random_seed(0)
+    model = _compiled(_small_cnn())
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(16, 8, 8, 1)).astype("float32")
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, rng.integers(0, 3, size=16), epochs=1, verbose=0)  # Moves the BatchNorm statistics.
+    return model.get_weights(), x
+
+
+@pytest.fixture
+def trained_cnn(trained_cnn_weights):
+    """A copy of the trained CNN for each test, compiled with Adam's slots as after training; and its inputs."""
+    weights, x = trained_cnn_weights
+    model = _compiled(_small_cnn())
+    model.set_weights(weights)
+    model.optimizer.build(model.trainable_variables)
     return model, x
 
 
@@ -60,8 +77,8 @@ def _run_artifact(format, path, x):
         pytest.param("onnx", marks=pytest.mark.slow),
     ],
 )
-def test_export_matches_keras_or_names_the_backends_that_can(tmp_path, format):
-    model, x = _trained_cnn()
+def test_export_matches_keras_or_names_the_backends_that_can(tmp_path, format, trained_cnn):
+    model, x = trained_cnn
     path = str(tmp_path / {"keras": "student.keras", "saved_model": "student", "onnx": "student.onnx"}[format])
     if REQUESTED_BACKEND not in CAN_EXPORT[format]:
         able = ", ".join(sorted(CAN_EXPORT[format]))
@@ -84,8 +101,8 @@ def test_supported_backends_lists_the_table():
         assert set(kd_export.supported_backends(format)) == backends
 
 
-def test_keras_export_leaves_out_the_optimizer(tmp_path):
-    model, x = _trained_cnn()
+def test_keras_export_leaves_out_the_optimizer(tmp_path, trained_cnn):
+    model, x = trained_cnn
     kd_export.export(model, tmp_path / "student.keras")
     reloaded = keras.saving.load_model(tmp_path / "student.keras")
     assert not reloaded.compiled
@@ -115,13 +132,13 @@ def test_a_mismatch_writes_nothing_and_keeps_the_old_file(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["student.keras"]
 
 
-def test_a_new_saved_model_replaces_the_old_directory(tmp_path):
+def test_a_new_saved_model_replaces_the_old_directory(tmp_path, trained_cnn):
     if REQUESTED_BACKEND not in CAN_EXPORT["saved_model"]:
         pytest.skip(f"{REQUESTED_BACKEND} cannot export a SavedModel")
     path = tmp_path / "student"
     path.mkdir()
     (path / "stale.txt").write_text("from an older export")
-    model, x = _trained_cnn()
+    model, x = trained_cnn
     kd_export.export(model, path, format="saved_model", sample_inputs=x)
     assert not (path / "stale.txt").exists()
     assert (path / "saved_model.pb").exists()

@@ -90,53 +90,61 @@ import keras_kd
 sys.path.insert(0, {tests!r})
 from conftest import make_mlp, make_data
 
-backup_dir, output, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-keras.utils.set_random_seed(3)
-teacher = make_mlp(32, name="teacher", dropout=0.2)
-# An explicit seed: on torch, unseeded Dropout draws from torch's global RNG,
-# which no Keras checkpoint stores (see README, "Determinism").
-student = make_mlp(8, name="student", dropout=0.2, dropout_seed=11)
-schedule = keras.optimizers.schedules.PolynomialDecay(5.0, 12, end_learning_rate=1.0)
-distiller = keras_kd.Distiller(teacher, student, temperature=schedule, alpha=0.8)
-distiller.compile(optimizer="adam")
-x, y = make_data(rows=64)
+kill_at = int(sys.argv[1])
 
-class KillMidEpoch(keras.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        if kill_at >= 0 and self.model.optimizer.iterations.numpy() == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
 
-distiller.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
-              callbacks=[keras.callbacks.BackupAndRestore(backup_dir), KillMidEpoch()])
-np.savez(output, *distiller.student.get_weights())
+def train(backup_dir, output):
+    keras.utils.set_random_seed(3)
+    teacher = make_mlp(32, name="teacher", dropout=0.2)
+    # An explicit seed: on torch, unseeded Dropout draws from torch's global RNG,
+    # which no Keras checkpoint stores (see README, "Determinism").
+    student = make_mlp(8, name="student", dropout=0.2, dropout_seed=11)
+    schedule = keras.optimizers.schedules.PolynomialDecay(5.0, 12, end_learning_rate=1.0)
+    distiller = keras_kd.Distiller(teacher, student, temperature=schedule, alpha=0.8)
+    distiller.compile(optimizer="adam")
+    x, y = make_data(rows=64)
+
+    class KillMidEpoch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if kill_at >= 0 and self.model.optimizer.iterations.numpy() == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    distiller.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
+                  callbacks=[keras.callbacks.BackupAndRestore(backup_dir), KillMidEpoch()])
+    np.savez(output, *distiller.student.get_weights())
+
+
+for backup_dir, output in zip(sys.argv[2::2], sys.argv[3::2]):
+    train(backup_dir, output)
 """
 
 
-def run_fault_script(tmp_path, name, kill_at):
+def run_fault_script(tmp_path, kill_at, *names):
+    """Trains one run per name, in turn, in one new process; returns (its result, the student files)."""
     script = tmp_path / "fault.py"
     script.write_text(FAULT_SCRIPT.format(tests=os.path.dirname(__file__)))
     env = dict(os.environ, KERAS_BACKEND=REQUESTED_BACKEND, TF_CPP_MIN_LOG_LEVEL="3")
-    output = tmp_path / f"{name}.npz"
+    outputs = [tmp_path / f"{name}.npz" for name in names]
+    runs = [str(path) for name, output in zip(names, outputs) for path in (tmp_path / f"{name}_backup", output)]
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / f"{name}_backup"), str(output), str(kill_at)],
+        [sys.executable, str(script), str(kill_at), *runs],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    return result, output
+    return result, outputs
 
 
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_student(tmp_path):
-    reference, reference_path = run_fault_script(tmp_path, "reference", kill_at=-1)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
     # 4 steps per epoch: step 10 is in the middle of the third epoch.
-    killed, resumed_path = run_fault_script(tmp_path, "resumed", kill_at=10)
+    killed, (resumed_path,) = run_fault_script(tmp_path, 10, "resumed")
     assert killed.returncode == -signal.SIGKILL
     assert not resumed_path.exists()
-    resumed, resumed_path = run_fault_script(tmp_path, "resumed", kill_at=-1)
+    # A new process resumes the killed run, then trains the uninterrupted
+    # reference from scratch (seeded again, its own backup directory).
+    resumed, (resumed_path, reference_path) = run_fault_script(tmp_path, -1, "resumed", "reference")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     expected, actual = np.load(reference_path), np.load(resumed_path)
