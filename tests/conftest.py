@@ -13,8 +13,8 @@ os.environ["KERAS_BACKEND"] = REQUESTED_BACKEND
 # start, which inherit the environment) compile the same few small programs
 # many times: JAX's persistent compilation cache, as docs/guides/tuning.md
 # recommends for trials, lets each be compiled once per test run. A new folder
-# per run, removed at exit, so that no run reads another's.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+# per JAX run, removed at exit, so that no run reads another's.
+if REQUESTED_BACKEND == "jax" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _jax_cache = tempfile.mkdtemp(prefix="keras_kd_tests_jax_cache_")
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
