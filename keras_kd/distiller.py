@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from keras_kd import _casting, atomic, fit_plan, hyperparameters, model_checks, transfer
+from keras_kd import _casting, atomic, fit_checks, fit_plan, hyperparameters, model_checks, transfer
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
@@ -152,7 +152,7 @@ class Distiller(keras.Model):
             )
         # The logs of every step, kept by one metric (made in compile()).
         self._log_names = ("loss", *term_names, "teacher_agreement")
-        self._step_checks = fit_plan.new_step_checks([self._temperature_value, self._alpha_value])
+        self._step_checks = fit_checks.StepChecks([self._temperature_value, self._alpha_value])
         self.built = True
 
     # Attributes Keras's tracking leaves alone: the feature extractors share

@@ -58,11 +58,6 @@ def prepare(distiller, method, x, args, kwargs):
     return Plan(arguments, during_call(distiller, checks))
 
 
-def new_step_checks(schedules):
-    """The `fit_checks.StepChecks` a Distiller keeps across its calls, for its `schedules` (temperature, alpha)."""
-    return fit_checks.StepChecks(schedules)
-
-
 @contextlib.contextmanager
 def during_call(distiller, checks):
     """What holds while Keras runs a fit or evaluate of `distiller`.
