@@ -5,6 +5,7 @@ import importlib
 # Module -> (PyPI package, keras_kd extra that installs it).
 _EXTRAS = {
     "keras_tuner": ("keras-tuner", "tuning"),
+    "keras_hub": ("keras-hub", "hub"),
     "tensorflow_datasets": ("tensorflow-datasets", "datasets"),
     "mlxtend": ("mlxtend", "datasets"),
     "sklearn": ("scikit-learn", "datasets"),

@@ -268,6 +268,13 @@ class Distiller(keras.Model):
         checked._keras_kd_checked = True
         return checked
 
+    def check_training_batch(self, batch):
+        """Raises for a first training batch (a `fit_checks.FirstBatch`) this Distiller cannot train on.
+
+        `fit_checks.check_first_batch` has checked what every Distiller needs;
+        a subclass that needs more of its data checks it here.
+        """
+
     def _missing_labels_error(self):
         return ValueError(
             f"Labels are missing, but alpha={self._describe_alpha()} gives "

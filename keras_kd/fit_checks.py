@@ -40,10 +40,10 @@ from keras_kd import validation
 
 # What fit can see of its data before training: `data` to pass on in place
 # of the user's (a generator is replaced by one that replays its first
-# batch); `inputs` and `labels` of the first batch (arrays, or the
-# `tf.TensorSpec`s of a dataset; labels None when absent); `seen` False
+# batch); `inputs`, `labels` and `sample_weight` of the first batch (arrays,
+# or the `tf.TensorSpec`s of a dataset; None when absent); `seen` False
 # for data whose first batch cannot be read without consuming it.
-FirstBatch = collections.namedtuple("FirstBatch", ["data", "inputs", "labels", "seen"])
+FirstBatch = collections.namedtuple("FirstBatch", ["data", "inputs", "labels", "sample_weight", "seen"])
 
 # What the models need of the data. `input_shapes`: {input name: shape},
 # None for models without a static input; `logits_shape`: the student's
@@ -53,26 +53,24 @@ FirstBatch = collections.namedtuple("FirstBatch", ["data", "inputs", "labels", "
 Requirements = collections.namedtuple("Requirements", ["input_shapes", "logits_shape", "missing_labels"])
 
 
-def first_batch(x, y):
-    """Reads the first batch of `x` (and `y`) without consuming the user's data."""
+def first_batch(x, y, sample_weight=None):
+    """Reads the first batch of `x` (and `y`, `sample_weight`) without consuming the user's data."""
     if inspect.isgenerator(x):
         try:
             batch = next(x)
         except StopIteration:
-            return FirstBatch(_replay((), x), None, None, False)
-        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(batch))
-        return FirstBatch(_replay((batch,), x), inputs, labels, True)
+            return FirstBatch(_replay((), x), None, None, None, False)
+        return FirstBatch(_replay((batch,), x), *keras.utils.unpack_x_y_sample_weight(_as_tuple(batch)), True)
     if isinstance(x, keras.utils.PyDataset):
         if x.num_batches == 0:
-            return FirstBatch(x, None, None, False)
-        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(x[0]))
-        return FirstBatch(x, inputs, labels, True)
+            return FirstBatch(x, None, None, None, False)
+        return FirstBatch(x, *keras.utils.unpack_x_y_sample_weight(_as_tuple(x[0])), True)
     if hasattr(x, "element_spec"):  # A tf.data.Dataset.
-        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(_as_tuple(x.element_spec))
-        return FirstBatch(x, inputs, labels, True)
+        return FirstBatch(x, *keras.utils.unpack_x_y_sample_weight(_as_tuple(x.element_spec)), True)
     if isinstance(x, (np.ndarray, dict)):
-        return FirstBatch(x, x, y if isinstance(y, np.ndarray) else None, y is None or isinstance(y, np.ndarray))
-    return FirstBatch(x, None, None, False)
+        labels = y if isinstance(y, np.ndarray) else None
+        return FirstBatch(x, x, labels, sample_weight, y is None or isinstance(y, np.ndarray))
+    return FirstBatch(x, None, None, None, False)
 
 
 def check_first_batch(batch, requirements):

@@ -45,10 +45,11 @@ def prepare(distiller, method, x, args, kwargs):
     arguments = _bound_arguments(method, distiller, x, args, kwargs)
     _unpack_cached_data(distiller, arguments, training)
     requirements = _requirements(distiller, training)
-    batch = fit_checks.first_batch(arguments["x"], arguments["y"])
+    batch = fit_checks.first_batch(arguments["x"], arguments["y"], arguments["sample_weight"])
     fit_checks.check_first_batch(batch, requirements)
     checks = distiller.step_checks
     if training:
+        distiller.check_training_batch(batch)
         planned = fit_checks.planned_steps(arguments["x"], arguments)
         checks.begin(_current_step(distiller), planned, requirements.logits_shape, distiller.steps_per_execution)
         arguments["validation_data"] = _checked_validation_data(distiller, arguments["validation_data"])

@@ -487,9 +487,10 @@ def _refuse_input_transforms(distiller, num_views=None):
     if num_views is not None and getattr(distiller, "transforms_inputs", False):
         raise ValueError(view_cache.double_augmentation_message(distiller, num_views))
     if getattr(distiller, "transforms_inputs", False):
+        reason = getattr(distiller, "input_transform_reason", "augmentation or mixup")
         raise ValueError(
-            "This Distiller transforms its inputs inside the training step "
-            "(augmentation or mixup), so the teacher must see each new version "
+            f"This {type(distiller).__name__} transforms its inputs inside the training step "
+            f"({reason}), so the teacher must see each new version "
             "of every batch: cached teacher outputs would belong to other "
             "inputs than the student sees. Train it without a cache, or move "
             "the augmentation out and cache un-augmented data."

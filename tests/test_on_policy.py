@@ -1,0 +1,136 @@
+"""On-policy distillation of KerasHub causal LMs (tiny Llama 3 models built from configs, nothing downloaded)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_kd
+from keras_kd import sampling
+
+keras_hub = pytest.importorskip("keras_hub")
+
+VOCAB, LENGTH, END = 32, 12, 2
+PROMPT_LENGTHS, RESPONSE_LENGTHS = np.array([3, 4, 5, 3]), np.array([4, 3, 5, 6])
+
+
+def causal_lm(num_layers, hidden_dim, name, vocabulary_size=VOCAB):
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=num_layers,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim,
+        dropout=0.0,
+    )
+    return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None, name=name)
+
+
+def prompt_response_batch(seed=0, prompt_lengths=PROMPT_LENGTHS, response_lengths=RESPONSE_LENGTHS):
+    """`(x, y, sample_weight)` in KerasHub's Gemma 3 layout: prompt, response, right padding."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, VOCAB, (len(prompt_lengths), LENGTH + 1)).astype("int32")
+    positions = np.arange(LENGTH + 1)[None, :]
+    ends = (prompt_lengths + response_lengths)[:, None]
+    tokens = tokens * (positions < ends)
+    response = (positions >= prompt_lengths[:, None]) & (positions < ends)
+    x = {"token_ids": tokens[:, :LENGTH], "padding_mask": (positions < ends)[:, :LENGTH].astype("int32")}
+    return x, tokens[:, 1:], response[:, 1:].astype("float32")
+
+
+@pytest.fixture(scope="module")
+def models():
+    keras.utils.set_random_seed(0)
+    teacher, student = causal_lm(2, 32, "teacher"), causal_lm(1, 16, "student")
+    return teacher, student, student.get_weights()
+
+
+def distiller_of(models, distiller_class=None, **kwargs):
+    """A new distiller of the module's models, the student back at its initial weights."""
+    teacher, student, initial = models
+    student.set_weights(initial)
+    distiller_class = distiller_class or keras_kd.OnPolicyDistiller
+    kwargs.setdefault("seed", 1)
+    if distiller_class is keras_kd.Distiller:
+        kwargs.pop("seed")
+    distiller = distiller_class(teacher, student, **kwargs)
+    return distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+
+
+def one_step_logs(distiller, batch, initial_weights=None):
+    """The logs of one training step on `batch`; with `initial_weights`, from those student weights at step 0."""
+    if initial_weights is not None:
+        distiller.student.set_weights(initial_weights)
+        if distiller.optimizer.built:
+            distiller.optimizer.iterations.assign(0)
+    x, y, sample_weight = batch
+    return distiller.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
+
+
+def numpy(*values):
+    return [keras.ops.convert_to_numpy(value) for value in values]
+
+
+def test_a_sampled_batch_keeps_the_prompts_and_weighs_exactly_the_sampled_tokens(models):
+    _, student, _ = models
+    x, y, sample_weight = prompt_response_batch()
+    sampler = sampling.bounded_sampler(sampling.get_sampler("greedy"))
+    # Every id but the padding one ends a response: each row samples one token.
+    sampled_x, sampled_y, weight = sampling.sampled_batch(student, sampler, x, y, sample_weight, 3, range(1, VOCAB))
+    token_ids, mask, sampled_y, weight = numpy(sampled_x["token_ids"], sampled_x["padding_mask"], sampled_y, weight)
+    for row, prompt_length in enumerate(PROMPT_LENGTHS):
+        np.testing.assert_array_equal(token_ids[row, :prompt_length], x["token_ids"][row, :prompt_length])
+        assert token_ids[row, prompt_length] != 0  # the one sampled token, a stop token
+        assert (token_ids[row, prompt_length + 1 :] == 0).all()
+        np.testing.assert_array_equal(mask[row], np.arange(LENGTH) <= prompt_length)
+        np.testing.assert_array_equal(weight[row], np.arange(LENGTH) == prompt_length - 1)
+    np.testing.assert_array_equal(sampled_y[:, :-1], token_ids[:, 1:])
+    assert (token_ids.dtype, mask.dtype, weight.dtype) == (np.int32, np.int32, np.float32)
+
+    # Without stop tokens a row samples max_new_tokens, within the sequence.
+    for max_new_tokens, expected in ((3, [3, 3, 3, 3]), (LENGTH, LENGTH - PROMPT_LENGTHS)):
+        _, _, weight = sampling.sampled_batch(student, sampler, x, y, sample_weight, max_new_tokens, None)
+        np.testing.assert_array_equal(numpy(keras.ops.sum(weight, axis=1))[0], expected)
+
+
+def test_with_lmbda_one_the_data_responses_do_not_count_but_the_prompts_do(models):
+    initial = models[2]
+    batch = x, y, sample_weight = prompt_response_batch()
+    other_x, other_y, _ = prompt_response_batch(seed=5)
+    # x[:, p] is the target y[:, p - 1]: the response tokens of x sit one place after the weighted targets.
+    response_tokens = np.pad(sample_weight[:, :-1] > 0, ((0, 0), (1, 0)))
+    other_tokens = np.where(response_tokens, other_x["token_ids"], x["token_ids"]).astype("int32")
+    responses_changed = (
+        {"token_ids": other_tokens, "padding_mask": x["padding_mask"]},
+        np.where(sample_weight > 0, other_y, y),
+        sample_weight,
+    )
+    assert not np.array_equal(other_tokens, x["token_ids"])
+    prompts_changed = (other_x, other_y, sample_weight)
+
+    on_policy = distiller_of(models, lmbda=1.0, max_new_tokens=4)
+    logs, changed, moved = (
+        one_step_logs(on_policy, data, initial) for data in (batch, responses_changed, prompts_changed)
+    )
+    assert changed["loss"] == pytest.approx(logs["loss"], rel=1e-6)
+    assert abs(moved["loss"] - logs["loss"]) > 1e-6 * abs(logs["loss"])
+
+    # The test can fail: off-policy, the data's responses are what counts.
+    off_policy = distiller_of(models, lmbda=0.0)
+    logs, changed = (one_step_logs(off_policy, data, initial) for data in (batch, responses_changed))
+    assert abs(changed["loss"] - logs["loss"]) > 1e-6 * abs(logs["loss"])
+
+
+def test_lmbda_zero_is_the_off_policy_distiller(models):
+    batch = prompt_response_batch()
+    settings = dict(temperature=2.0, alpha=0.5, distillation_loss=keras_kd.losses.GeneralizedJSD(beta=0.5))
+    on_policy = distiller_of(models, lmbda=0.0, **settings)
+    on_policy_logs = [one_step_logs(on_policy, batch) for _ in range(2)]
+    student_weights = on_policy.student.get_weights()
+    off_policy = distiller_of(models, keras_kd.Distiller, **settings)
+    off_policy_logs = [one_step_logs(off_policy, batch) for _ in range(2)]
+    for on, off in zip(on_policy_logs, off_policy_logs):
+        for name in ("loss", "distillation_loss", "student_loss", "teacher_agreement"):
+            assert on[name] == pytest.approx(off[name], rel=1e-5, abs=1e-7), name
+    for on, off in zip(student_weights, off_policy.student.get_weights()):
+        np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-6)
