@@ -54,7 +54,7 @@ def distiller_of(models, distiller_class=None, **kwargs):
     if distiller_class is keras_kd.Distiller:
         kwargs.pop("seed")
     distiller = distiller_class(teacher, student, **kwargs)
-    return distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    return distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
 
 
 def one_step_logs(distiller, batch, initial_weights=None):
@@ -134,3 +134,108 @@ def test_lmbda_zero_is_the_off_policy_distiller(models):
             assert on[name] == pytest.approx(off[name], rel=1e-5, abs=1e-7), name
     for on, off in zip(student_weights, off_policy.student.get_weights()):
         np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-6)
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Interrupts a fit after the given training step, as a crash would."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            raise KeyboardInterrupt(f"stopped after step {self.step}")
+
+
+def test_a_resumed_run_draws_the_same_samples_and_the_distiller_saves(models, tmp_path):
+    x, y, sample_weight = prompt_response_batch()
+
+    def train(backup_dir, callbacks=(), seed=1):
+        distiller = distiller_of(models, lmbda=0.5, max_new_tokens=4, seed=seed)
+        distiller.fit(
+            x,
+            y,
+            sample_weight=sample_weight,
+            validation_data=(x, y, sample_weight),
+            batch_size=2,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(str(backup_dir)), *callbacks],
+        )
+        return distiller
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed", [StopAtStep(3)])  # in the middle of the second epoch
+    # The distillers share the module's student: its weights are read before the next run.
+    resumed = train(tmp_path / "resumed")
+    assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 6
+    resumed_weights = resumed.student.get_weights()
+    other_seed_weights = train(tmp_path / "other_seed", seed=2).student.get_weights()
+    reference = train(tmp_path / "reference")
+    for actual, expected in zip(resumed_weights, reference.student.get_weights()):
+        np.testing.assert_array_equal(actual, expected)
+    # The test can fail: another seed samples other responses.
+    assert any(not np.allclose(a, b) for a, b in zip(other_seed_weights, reference.student.get_weights()))
+
+    path = tmp_path / "on_policy.keras"
+    reference.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, keras_kd.OnPolicyDistiller)
+    assert (loaded.lmbda, loaded.max_new_tokens, loaded.seq_kd) == (0.5, 4, False)
+    assert type(loaded.sampler) is type(reference.sampler)
+    assert loaded.get_config()["seed"] == reference.get_config()["seed"]
+    assert isinstance(loaded.distillation_loss, keras_kd.losses.ReverseKL)
+    for actual, expected in zip(loaded.student.get_weights(), reference.student.get_weights()):
+        np.testing.assert_array_equal(actual, expected)
+    history = loaded.fit(x, y, sample_weight=sample_weight, batch_size=2, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+
+
+@pytest.mark.parametrize(
+    "settings, error, fragments",
+    [
+        (dict(lmbda=1.5), ValueError, ["lmbda=1.5", "[0, 1]"]),
+        (dict(lmbda=-0.1), ValueError, ["lmbda=-0.1"]),
+        (dict(lmbda="often"), TypeError, ["'often'"]),
+        (dict(max_new_tokens=0), ValueError, ["max_new_tokens=0", "at least 1"]),
+        (dict(sampler="beam"), ValueError, ["'beam'", "greedy"]),
+        (dict(stop_token_ids=[0]), ValueError, ["[0]", "pads"]),
+        (dict(mixup=0.2), ValueError, ["mixup=0.2"]),
+    ],
+)
+def test_bad_settings_are_refused(models, settings, error, fragments):
+    teacher, student, _ = models
+    with pytest.raises(error) as raised:
+        keras_kd.OnPolicyDistiller(teacher, student, **settings)
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+
+
+def test_models_that_cannot_sample_or_differ_in_vocabulary_are_refused(models):
+    teacher, student, _ = models
+    not_a_causal_lm = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), keras.layers.Embedding(VOCAB, 4)])
+    with pytest.raises(TypeError, match="the student is Sequential"):
+        keras_kd.OnPolicyDistiller(teacher, not_a_causal_lm)
+    with pytest.raises(ValueError, match=str(VOCAB + 8)):
+        keras_kd.OnPolicyDistiller(teacher, causal_lm(1, 8, "wide_vocabulary", vocabulary_size=VOCAB + 8))
+
+
+def test_batches_the_sampler_cannot_use_are_refused_before_training(models):
+    x, y, sample_weight = prompt_response_batch()
+    distiller = distiller_of(models, max_new_tokens=4)
+    before = [weight.copy() for weight in distiller.student.get_weights()]
+    with pytest.raises(ValueError, match="needs sample_weight marking the response tokens"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    no_response = sample_weight.copy()
+    no_response[1] = 0.0
+    with pytest.raises(ValueError, match="Row 1 of the batch has no response token"):
+        distiller.fit(x, y, sample_weight=no_response, epochs=1, verbose=0)
+    too_long = distiller_of(models, max_new_tokens=LENGTH)
+    with pytest.raises(ValueError, match=f"max_new_tokens={LENGTH} does not fit sequences of {LENGTH} tokens"):
+        too_long.fit(x, y, sample_weight=sample_weight, epochs=1, verbose=0)
+    for weight, kept in zip(distiller.student.get_weights(), before):
+        np.testing.assert_array_equal(weight, kept)
+    with pytest.raises(ValueError, match="replaces the responses of training batches"):
+        keras_kd.TeacherCache.for_distiller(distiller, x)
