@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from keras_kd import _casting, atomic, fit_checks, fit_plan, hyperparameters, model_checks, transfer
+from keras_kd import _casting, atomic, ensemble, fit_checks, fit_plan, hyperparameters, model_checks, transfer
 from keras_kd import backend as kd_backend
 from keras_kd import cache as kd_cache
 from keras_kd import features as kd_features
@@ -48,8 +48,16 @@ class Distiller(keras.Model):
     save and deploy alone.
 
     Args:
-        teacher: A trained `keras.Model` that outputs logits.
+        teacher: A trained `keras.Model` that outputs logits, or a list of
+            them: an ensemble distilled into one student (see
+            `keras_kd.ensemble`; each teacher runs once per step).
         student: A `keras.Model` with the same input and output shapes.
+        teacher_weights: With several teachers, one non-negative weight per
+            teacher (normalized to sum to 1); None weighs them equally.
+        ensemble_target: With several teachers, `"probabilities"` (the
+            weighted mean of their softened distributions, Hinton et al.'s)
+            or `"log_probabilities"` (the weighted mean of their
+            log-probabilities).
         temperature: Positive float, a
             `keras.optimizers.schedules.LearningRateSchedule`, or a callable of
             the training step (see `keras_kd.hyperparameters.ScheduledValue`).
@@ -98,6 +106,8 @@ class Distiller(keras.Model):
         teacher,
         student,
         *,
+        teacher_weights=None,
+        ensemble_target="probabilities",
         temperature=4.0,
         alpha=0.9,
         distillation_loss=None,
@@ -108,8 +118,9 @@ class Distiller(keras.Model):
         name="distiller",
         **kwargs,
     ):
-        model_checks.check_teacher_and_student(teacher, student)
+        teacher, teacher_weights = ensemble.resolve_teacher(teacher, student, teacher_weights, ensemble_target)
         super().__init__(name=name, **kwargs)
+        self.teacher_weights, self.ensemble_target = teacher_weights, ensemble_target
         self._temperature_value = hyperparameters.temperature(temperature)
         self._alpha_value = hyperparameters.alpha(alpha)
         self.distillation_loss = kd_losses.get(distillation_loss)
@@ -119,7 +130,8 @@ class Distiller(keras.Model):
         if self.mixup > 0:
             self._mixup_seed = keras.random.SeedGenerator(seed, name="mixup_seed")
         model_checks.build_from_teacher_inputs(student, teacher)
-        model_checks.check_logit_models(teacher, student)
+        for single_teacher in ensemble.members(teacher) or [teacher]:
+            model_checks.check_logit_models(single_teacher, student)
         self.feature_matches = model_checks.check_feature_matches(feature_matches)
         self._teacher_extractor = kd_features.feature_extractor(
             teacher, "teacher", [match.teacher_layer for match in self.feature_matches]
@@ -158,7 +170,9 @@ class Distiller(keras.Model):
     # Attributes Keras's tracking leaves alone: the feature extractors share
     # the models' layers (tracked, they would be saved twice); the rest is
     # plain Python state.
-    _UNTRACKED = frozenset({"_teacher_extractor", "_student_extractor", "_log_names", "_step_checks"})
+    _UNTRACKED = frozenset(
+        {"_teacher_extractor", "_student_extractor", "_log_names", "_step_checks", "teacher_weights"}
+    )
 
     def __setattr__(self, name, value):
         if name in self._UNTRACKED:
@@ -187,6 +201,11 @@ class Distiller(keras.Model):
         if not self.trainable:
             return []
         return [v for v in _keras_compat.variables_apart_from(self, getattr(self, "teacher", None)) if v.trainable]
+
+    @property
+    def teachers(self):
+        """The teachers, as a list (one, or the members of an ensemble)."""
+        return ensemble.members(self.teacher) if self.teacher_weights is not None else [self.teacher]
 
     @property
     def uses_labels(self):
@@ -391,9 +410,17 @@ class Distiller(keras.Model):
                 self._teacher_extractor(x, training=False), self.feature_matches
             )
             teacher_logits = ops.stop_gradient(teacher_logits)
-            return teacher_logits, [ops.stop_gradient(feature) for feature in teacher_features]
-        # Cached outputs are data: no gradient reaches them.
-        return kd_cache.cached_teacher_outputs(cached_outputs, [match.teacher_layer for match in self.feature_matches])
+            teacher_features = [ops.stop_gradient(feature) for feature in teacher_features]
+        else:
+            # Cached outputs are data: no gradient reaches them.
+            teacher_logits, teacher_features = kd_cache.cached_teacher_outputs(
+                cached_outputs, [match.teacher_layer for match in self.feature_matches]
+            )
+        if self.teacher_weights is not None:
+            teacher_logits = ensemble.ensemble_logits(
+                teacher_logits, self.teacher_weights, self.temperature, self.ensemble_target
+            )
+        return teacher_logits, teacher_features
 
     def compute_step_loss(self, batch, training):
         """Runs the student once and returns the loss and what metrics need.
@@ -540,7 +567,9 @@ class Distiller(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "teacher": ensemble.serialize_teacher(self.teacher, self.teacher_weights),
+                "teacher_weights": self.teacher_weights,
+                "ensemble_target": self.ensemble_target,
                 "student": keras.saving.serialize_keras_object(self.student),
                 "temperature": self._temperature_value.serialize(),
                 "alpha": self._alpha_value.serialize(),
@@ -556,7 +585,8 @@ class Distiller(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("teacher", "student", "distillation_loss", "augmentation"):
+        config["teacher"] = ensemble.deserialize_teacher(config["teacher"])
+        for key in ("student", "distillation_loss", "augmentation"):
             config[key] = keras.saving.deserialize_keras_object(config.get(key))
         config["feature_matches"] = [
             keras.saving.deserialize_keras_object(match) for match in config.get("feature_matches", [])
