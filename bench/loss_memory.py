@@ -1,7 +1,7 @@
 """Peak memory of the logit divergences at language-model vocabularies.
 
     python -m bench.loss_memory [--backends torch jax tensorflow]
-        [--vocabularies 32768 131072] [--batch 4] [--time 256] [--losses ...]
+        [--vocabularies 32768 131072] [--batch 4] [--time 256] [--losses ...] [--temperature 2]
 
 For each backend, loss and vocabulary, a fresh process builds random teacher
 and student logits of shape `(batch, time, vocabulary)` in float32 directly
@@ -37,27 +37,30 @@ import subprocess
 import sys
 import time
 
+from keras_kd import launch
+
 LOSSES = ("soft_target_kl", "reverse_kl", "generalized_jsd", "total_variation", "keras_kl_divergence")
 DEFAULT_LOSSES = ("soft_target_kl", "reverse_kl", "generalized_jsd", "keras_kl_divergence")
 TEMPERATURE = 2.0
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _current_rss_bytes():
+def current_rss_bytes():
     with open("/proc/self/status") as status:
         return 1024 * int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1))
 
 
-def _reset_peak_rss():
+def reset_peak_rss():
     """Makes the peak RSS (ru_maxrss, VmHWM) restart from the current RSS (Linux >= 4.0)."""
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
 
 
-def _peak_rss_bytes():
+def peak_rss_bytes():
     return 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _settle(backend):
+def settle(backend):
     """Lets freed buffers go before the baseline: jax frees deleted arrays asynchronously."""
     gc.collect()
     if backend == "jax":
@@ -83,11 +86,11 @@ def _loss_function(name):
     return getattr(losses, name)
 
 
-def _jax_step(loss, shape):
+def _jax_step(loss, shape, temperature):
     import jax
 
     def total(student, teacher):
-        return jax.numpy.sum(loss(teacher, student, TEMPERATURE))
+        return jax.numpy.sum(loss(teacher, student, temperature))
 
     make = jax.jit(lambda key: jax.random.normal(key, shape, "float32"))
     teacher, student = make(jax.random.key(0)), make(jax.random.key(1))
@@ -104,7 +107,7 @@ def _jax_step(loss, shape):
     return run
 
 
-def _torch_step(loss, shape):
+def _torch_step(loss, shape, temperature):
     import torch
 
     generator = torch.Generator().manual_seed(0)
@@ -112,13 +115,13 @@ def _torch_step(loss, shape):
     student = torch.randn(shape, generator=generator).requires_grad_()
 
     def run():
-        (gradient,) = torch.autograd.grad(loss(teacher, student, TEMPERATURE).sum(), student)
+        (gradient,) = torch.autograd.grad(loss(teacher, student, temperature).sum(), student)
         return gradient
 
     return run
 
 
-def _tensorflow_step(loss, shape, xla):
+def _tensorflow_step(loss, shape, temperature, xla):
     import tensorflow as tf
 
     teacher = tf.random.stateless_normal(shape, seed=(0, 0))
@@ -128,7 +131,7 @@ def _tensorflow_step(loss, shape, xla):
     def step(teacher, student):
         with tf.GradientTape() as tape:
             tape.watch(student)
-            total = tf.reduce_sum(loss(teacher, student, TEMPERATURE))
+            total = tf.reduce_sum(loss(teacher, student, temperature))
         return tape.gradient(total, student)
 
     def run():
@@ -139,27 +142,27 @@ def _tensorflow_step(loss, shape, xla):
     return run
 
 
-def measure(backend, loss_name, shape, tf_xla=False):
+def measure(backend, loss_name, shape, tf_xla=False, temperature=TEMPERATURE):
     """Runs in the child process (KERAS_BACKEND already set): one measurement as a dict."""
     import keras
 
     assert keras.backend.backend() == backend, (keras.backend.backend(), backend)
     loss = _loss_function(loss_name)
     if backend == "jax":
-        run = _jax_step(loss, shape)
+        run = _jax_step(loss, shape, temperature)
     elif backend == "torch":
-        run = _torch_step(loss, shape)
+        run = _torch_step(loss, shape, temperature)
     else:
-        run = _tensorflow_step(loss, shape, tf_xla)
+        run = _tensorflow_step(loss, shape, temperature, tf_xla)
     warm_up = run()
     del warm_up
-    _settle(backend)
-    _reset_peak_rss()
-    before = _current_rss_bytes()
+    settle(backend)
+    reset_peak_rss()
+    before = current_rss_bytes()
     start = time.perf_counter()
     gradient = run()
     seconds = time.perf_counter() - start
-    peak = _peak_rss_bytes()
+    peak = peak_rss_bytes()
     del gradient
     logits_bytes = 4 * math.prod(shape)
     xla_bytes = getattr(run, "xla_bytes", None)
@@ -168,6 +171,7 @@ def measure(backend, loss_name, shape, tf_xla=False):
         "backend": backend + ("+xla" if backend == "tensorflow" and tf_xla else ""),
         "loss": loss_name,
         "shape": list(shape),
+        "temperature": temperature,
         "logits_bytes": logits_bytes,
         "peak_extra_bytes": peak - before,
         "ratio": (peak - before) / logits_bytes,
@@ -175,12 +179,23 @@ def measure(backend, loss_name, shape, tf_xla=False):
     }
 
 
-def _run_child(backend, loss_name, shape, tf_xla):
+def run_child(backend, loss_name, shape, tf_xla=False, temperature=TEMPERATURE):
+    """Measures one loss at `shape` in a fresh process on `backend`; returns its row (with `error` if it failed)."""
     command = [sys.executable, "-m", "bench.loss_memory", "--child", backend, loss_name]
     command += ["--batch", str(shape[0]), "--time", str(shape[1]), "--vocabularies", str(shape[2])]
+    command += ["--temperature", repr(float(temperature))]
     if tf_xla:
         command.append("--tf-xla")
-    environment = {
+    done = subprocess.run(command, env=child_environment(backend), capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"backend": backend, "loss": loss_name, "shape": list(shape), "error": done.stderr[-400:]}
+    return json.loads(lines[-1])
+
+
+def child_environment(backend):
+    """The environment of a measuring child process on `backend`."""
+    return {
         # glibc otherwise raises its mmap threshold up to 32 MiB as blocks are
         # freed and keeps freed 4-32 MiB blocks in per-thread arenas: the RSS
         # then measures that caching, which varied from 2.0 to 3.8 logits
@@ -190,12 +205,9 @@ def _run_child(backend, loss_name, shape, tf_xla):
         **os.environ,
         "KERAS_BACKEND": backend,
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        # `-m bench....` finds the harness from any working directory.
+        "PYTHONPATH": os.pathsep.join(filter(None, [REPOSITORY_ROOT, os.environ.get("PYTHONPATH")])),
     }
-    done = subprocess.run(command, env=environment, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        return {"backend": backend, "loss": loss_name, "shape": list(shape), "error": done.stderr[-400:]}
-    return json.loads(lines[-1])
 
 
 def format_table(rows):
@@ -228,6 +240,12 @@ def parse_args(argv):
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--time", type=int, default=256)
     parser.add_argument("--losses", nargs="+", default=list(DEFAULT_LOSSES), choices=LOSSES)
+    parser.add_argument(
+        "--temperature",
+        type=launch.temperature,
+        default=TEMPERATURE,
+        help=f"the losses' temperature (default {TEMPERATURE:g}; on-policy distillation's default is 1)",
+    )
     parser.add_argument("--tf-xla", action="store_true", help="compile the TensorFlow step with XLA")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--child", nargs=2, metavar=("BACKEND", "LOSS"), help=argparse.SUPPRESS)
@@ -239,13 +257,14 @@ def main(argv=None):
     if args.child:
         backend, loss_name = args.child
         shape = (args.batch, args.time, args.vocabularies[0])
-        print(json.dumps(measure(backend, loss_name, shape, args.tf_xla)))
+        print(json.dumps(measure(backend, loss_name, shape, args.tf_xla, args.temperature)))
         return
     rows = []
     for backend in args.backends:
         for vocabulary in args.vocabularies:
             for loss_name in args.losses:
-                row = _run_child(backend, loss_name, (args.batch, args.time, vocabulary), args.tf_xla)
+                shape = (args.batch, args.time, vocabulary)
+                row = run_child(backend, loss_name, shape, args.tf_xla, args.temperature)
                 rows.append(row)
                 print(format_table([row]).splitlines()[-1], flush=True)
     print()

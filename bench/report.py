@@ -10,6 +10,7 @@ ratios against their targets, and a plot of those ratios beside the page
 import os
 import statistics
 
+from bench import on_policy as on_policy_bench
 from bench import workload
 from bench.pairs import PAIRS
 
@@ -109,9 +110,11 @@ Other measurements live beside this one, each its own command in `bench/`: the c
 (`bench.cached_step`), a tuner-like sweep on one cache (`bench.cache_sweep`), the top-k and view
 caches (`bench.topk_cache`, `bench.view_cache`, whose runs are on
 [the teacher cache studies](cache-studies.md) page), the peak memory of the losses at
-language-model vocabularies (`bench.loss_memory`), the per-step checks (`bench.step_checks`) and
-profiles (`bench.profile_cached`, `bench.profile_uncached`). `python -m bench --gpu-suite` is the
-GPU matrix in one call (`bench/gpu_setup.sh` prepares a GPU machine).
+language-model vocabularies (`bench.loss_memory`), the on-policy step against its parts and its
+memory at Gemma 3's vocabulary (`bench.on_policy`: the section above, which `python -m bench` runs
+unless `--no-on-policy`), the per-step checks (`bench.step_checks`) and profiles
+(`bench.profile_cached`, `bench.profile_uncached`). `python -m bench --gpu-suite` is the GPU matrix
+in one call (`bench/gpu_setup.sh` prepares a GPU machine).
 """
 
 
@@ -162,11 +165,12 @@ def headline_ratios(results):
     return ratios
 
 
-def write(path, run_info, results):
+def write(path, run_info, results, on_policy=None):
     """Writes the page to `path` and its plot beside it (`.md` -> `.png`); returns the plot's path or None.
 
     The plot is left out, and the page says so, where matplotlib is not
-    installed or no ratio could be computed.
+    installed or no ratio could be computed. `on_policy` holds the results
+    of `bench.on_policy` for the page's on-policy section (None: no section).
     """
     plot_path = os.path.splitext(path)[0] + ".png"
     try:
@@ -179,11 +183,11 @@ def write(path, run_info, results):
     except ValueError as error:
         plot_path, plot_note = None, f"No plot: {error}"
     with open(path, "w") as file:
-        file.write(render(run_info, results, plot_path=plot_path, plot_note=plot_note) + "\n")
+        file.write(render(run_info, results, plot_path=plot_path, plot_note=plot_note, on_policy=on_policy) + "\n")
     return plot_path
 
 
-def render(run_info, results, plot_path=None, plot_note=None):
+def render(run_info, results, plot_path=None, plot_note=None, on_policy=None):
     """The benchmark page, as a string; `plot_path` is shown by its file name (beside the page)."""
     main = [result for result in results if result.get("group", "main") == "main"]
     lines = [
@@ -218,6 +222,7 @@ def render(run_info, results, plot_path=None, plot_note=None):
         lines += _pair_section(PAIRS[pair_name], pair_results)
     lines += _pytorch_section(main)
     lines += _scaling_sections(results)
+    lines += _on_policy_section(on_policy)
     lines.append(HOW_TO_READ)
     return "\n".join(lines).rstrip("\n")
 
@@ -345,6 +350,20 @@ def _pair_section(pair, results):
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def _on_policy_section(on_policy):
+    """The section of `bench.on_policy`'s results, a line saying why they are missing, or nothing."""
+    if on_policy is None:
+        return []
+    if "error" in on_policy:
+        return [
+            f"## {on_policy_bench.TITLE}",
+            "",
+            f"`python -m bench.on_policy` failed: `{_one_line(on_policy['error'])}`",
+            "",
+        ]
+    return on_policy_bench.section_lines(on_policy)
 
 
 def _shared_memory_lines(results, columns):

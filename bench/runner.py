@@ -19,8 +19,10 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 
+from bench import on_policy as on_policy_bench
 from bench import report, workload
 from bench.pairs import PAIRS
 from keras_kd import launch
@@ -130,6 +132,12 @@ def parse_args(argv):
         "given beside it override its choices. Needs a GPU unless --smoke.",
     )
     parser.add_argument("--no-scaling", action="store_true", help="Skip the batch-size scaling runs.")
+    parser.add_argument(
+        "--no-on-policy",
+        action="store_true",
+        help="Skip the on-policy step and its memory (`python -m bench.on_policy`, a few minutes; "
+        "never run with --smoke or --gpu-suite).",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="Tiny sizes, in this process, on the current Keras backend."
     )
@@ -263,8 +271,7 @@ def run_spec(spec, args):
     if args.smoke:
         results = workload.run_interleaved(spec) if "configs" in spec else [workload.run(spec)]
         return [dict(result, backend=spec["backend"]) for result in results]
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [REPOSITORY_ROOT, environment.get("PYTHONPATH")]))
+    environment = _child_environment()
     if spec["backend"] != "pytorch":
         environment["KERAS_BACKEND"] = spec["backend"]
     if spec["backend"] == "jax":
@@ -281,6 +288,43 @@ def run_spec(spec, args):
             results = results if isinstance(results, list) else [results]
             return [dict(result, backend=spec["backend"]) for result in results]
     return _failed(spec, f"exit code {completed.returncode}: {completed.stderr.strip()[-1500:]}")
+
+
+def _child_environment():
+    """The environment of a child process: the harness importable, TensorFlow's logs quiet."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [REPOSITORY_ROOT, environment.get("PYTHONPATH")]))
+    return environment
+
+
+def runs_on_policy(args):
+    """Whether this invocation also runs `python -m bench.on_policy` (full CPU runs, unless `--no-on-policy`)."""
+    return not (args.no_on_policy or args.smoke or args.gpu_suite)
+
+
+def run_on_policy(args):
+    """`python -m bench.on_policy` on the run's backends in a child process: its results, or `{"error": ...}`."""
+    command = [sys.executable, "-m", "bench.on_policy", "--backends", *_backends(args)]
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "on_policy.json")
+        try:
+            completed = subprocess.run(
+                [*command, "--json", path],
+                env=_child_environment(),
+                capture_output=True,
+                text=True,
+                timeout=3 * args.timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {3 * args.timeout} s"}
+        # A failed backend is in the results (and the exit code): the others still count.
+        if not os.path.exists(path):
+            return {"error": f"exit code {completed.returncode}: {completed.stderr.strip()[-1500:]}"}
+        with open(path) as file:
+            results = json.load(file)
+    # The command that reproduces the section, without the temporary file.
+    results["run"]["command"] = " ".join(["python", *command[1:]])
+    return results
 
 
 def _failed(spec, error):
@@ -355,6 +399,10 @@ def main(argv=None):
                 f"batch {spec['batch_size']:4}: {outcome}",
                 flush=True,
             )
+    on_policy = None
+    if runs_on_policy(args):
+        on_policy = run_on_policy(args)
+        print(f"on-policy step: {'failed' if on_policy_bench.failed(on_policy) else 'measured'}", flush=True)
     for line in report.verdict_lines(results):
         print(line)
     run_info = {
@@ -371,8 +419,9 @@ def main(argv=None):
     if args.json:
         _make_parent(args.json)
         with atomic_open(args.json, "w") as file:
-            json.dump({"run": run_info, "results": results}, file, indent=1)
+            json.dump({"run": run_info, "results": results, "on_policy": on_policy}, file, indent=1)
     _make_parent(args.output)
-    report.write(args.output, run_info, results)
+    report.write(args.output, run_info, results, on_policy=on_policy)
     print(f"Wrote {args.output} ({run_info['wall_seconds']:.0f} s).")
-    return 1 if any("error" in result for result in results) else 0
+    failed = any("error" in result for result in results)
+    return 1 if failed or (on_policy is not None and on_policy_bench.failed(on_policy)) else 0

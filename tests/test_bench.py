@@ -576,3 +576,65 @@ def test_topk_cache_refuses_bad_arguments(arguments, capsys):
     with pytest.raises(SystemExit):
         topk_cache.parse_args(arguments)
     assert arguments[0] in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- on-policy step
+
+
+@pytest.mark.slow
+def test_on_policy_smoke_times_the_step_and_its_parts_and_the_page_shows_them(tmp_path):
+    from bench import on_policy
+
+    lines, path = [], tmp_path / "on_policy.json"
+    results = on_policy.main(["--smoke", "--json", str(path)], print_fn=lines.append)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(results))
+    (timing,) = results["timing"]
+    assert timing["backend"] == REQUESTED_BACKEND
+    assert set(timing["median_seconds"]) == set(on_policy.PARTS)
+    assert all(len(seconds) == 2 and min(seconds) > 0 for seconds in timing["seconds"].values())
+    assert timing["ratio"] == pytest.approx(
+        timing["median_seconds"]["on_policy"]
+        / (timing["median_seconds"]["sampling"] + timing["median_seconds"]["off_policy"])
+    )
+    # Traced once, then never again where the step is compiled; run at every step where it is eager.
+    first, later = timing["counts_first_round"], timing["counts_later_rounds"]
+    assert first["step_python_runs"] >= 1
+    assert later["step_python_runs"] == (2 if REQUESTED_BACKEND == "torch" else 0)
+    if REQUESTED_BACKEND == "jax":
+        assert first["jax_compilations"] > 0 and later["jax_compilations"] == later["jax_traces"] == 0
+    if REQUESTED_BACKEND == "tensorflow":
+        assert first["generate_traces"] == 1 and later["generate_traces"] == 0
+    (memory,) = results["memory"]
+    assert memory["logits_bytes"] == 4 * 2 * 12 * 64 and set(memory["ratio"]) == {"off_policy", "on_policy"}
+    assert not on_policy.failed(results)
+    # The page's section, as `python -m bench` writes it.
+    run_info = {
+        "command": "python -m bench",
+        "started": "2026-01-01 00:00 UTC",
+        "wall_seconds": 1.0,
+        "load_start": (0.0, 0.0, 0.0),
+        "load_end": (0.0, 0.0, 0.0),
+        "machine": runner.machine_info(),
+        "smoke": True,
+        "warmup_steps": 1,
+    }
+    page = report.render(run_info, [], on_policy=results)
+    assert f"## {on_policy.TITLE}" in page and "python -m bench.on_policy --smoke" in page
+    for label in on_policy.PARTS.values():
+        assert f"| {label} | " in page
+    assert "| on-policy step / (sampling + off-policy step)" in page and "| on-policy training step | " in page
+    assert "\n".join(lines).startswith(f"## {on_policy.TITLE}")
+    failed = report.render(run_info, [], on_policy={"error": "boom"})
+    assert "`python -m bench.on_policy` failed: `boom`" in failed
+
+
+def test_on_policy_runs_with_full_cpu_runs_only(capsys):
+    assert runner.runs_on_policy(runner.parse_args([]))
+    for arguments in (["--no-on-policy"], ["--smoke"], ["--gpu-suite"]):
+        assert not runner.runs_on_policy(runner.parse_args(arguments))
+    from bench import on_policy
+
+    with pytest.raises(SystemExit):
+        on_policy.parse_args(["--rounds", "0"])
+    assert "--rounds" in capsys.readouterr().err
+    assert on_policy.failed({"timing": [{"backend": "jax", "error": "boom"}], "memory": [], "loss_memory": []})
