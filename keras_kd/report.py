@@ -2,7 +2,11 @@
 
 `compare({"teacher": t, "baseline": b, "distilled": s}, (x_test, y_test))`
 measures every model on the same data and returns a `Report`, which prints
-as markdown, saves as JSON and plots as bars. What is measured, per model:
+as markdown, saves as JSON and plots as bars. A list of teachers (an
+ensemble, e.g. `distiller.teachers`) in place of a model gives one row per
+teacher and one for the ensemble, whose prediction is the target a
+`keras_kd.Distiller` of them distils at temperature 1 (by default the
+weighted mean of the teachers' softmax). What is measured, per model:
 
 - test accuracy (%);
 - fidelity to the teacher: top-1 agreement (%) and the mean
@@ -32,9 +36,9 @@ import time
 import keras
 import numpy as np
 
+from keras_kd import ensemble, validation
 from keras_kd import export as kd_export
 from keras_kd import losses as kd_losses
-from keras_kd import validation
 from keras_kd.backend import _keras_compat
 
 CALIBRATION_BINS = 15
@@ -94,6 +98,7 @@ class Report:
             f"{environment['keras_version']}. {settings['examples']:,} test examples, "
             f"{settings['classes']} classes"
             + (f"; fidelity measured against {self.teacher!r}." if self.teacher else "."),
+            *_describe_ensembles(settings.get("ensembles", {})),
             "",
             "| Model | Accuracy (%) | Agreement with teacher (%) | KL to teacher (nats) "
             "| ECE (%) | Parameters | Size (MB) |",
@@ -141,6 +146,8 @@ def compare(
     data,
     *,
     teacher="teacher",
+    teacher_weights=None,
+    ensemble_target="probabilities",
     batch_sizes=(1, 256),
     calibration_bins=CALIBRATION_BINS,
     warmup_batches=WARMUP_BATCHES,
@@ -152,11 +159,23 @@ def compare(
     Args:
         models: A mapping of name -> `keras.Model` (in table order); every
             model outputs logits for the same classes. A
-            `keras_kd.Distiller` is refused: pass `distiller.student`.
+            `keras_kd.Distiller` is refused: pass `distiller.student`. A
+            list of teachers (an ensemble: `distiller.teachers`, or
+            `distiller.teacher` itself) gives a row per teacher, named by
+            the teacher's `name`, then the ensemble's row under its own
+            name: the target of those teachers at temperature 1 (so
+            `teacher="teacher"` measures fidelity to the ensemble), with
+            the parameters, size and latency of all of them together.
         data: `(x, y)`: inputs (an array with a batch axis) and labels
             (class ids of shape `(N,)` or `(N, 1)`, or one-hot `(N, classes)`).
-        teacher: Name in `models` of the reference for agreement and KL, or
-            `None` to skip fidelity.
+        teacher: Name in `models` (or of a teacher of an ensemble) of the
+            reference for agreement and KL, or `None` to skip fidelity.
+        teacher_weights: The weights of an ensemble's teachers, as
+            `keras_kd.Distiller` takes them (`distiller.teacher_weights`);
+            None weighs them equally.
+        ensemble_target: How an ensemble combines its teachers, as
+            `keras_kd.Distiller` does: `"probabilities"` (the weighted mean
+            of their softmax) or `"log_probabilities"`.
         batch_sizes: Batch sizes of the latency measurement. A batch larger
             than the data repeats its rows.
         calibration_bins: Number of equal-width confidence bins of the ECE.
@@ -166,7 +185,8 @@ def compare(
         predict_batch_size: Batch size of the accuracy pass.
 
     Returns:
-        A `Report`. `report.models[name]` holds `test_accuracy`,
+        A `Report`. `report.settings["ensembles"]` names each ensemble's
+        teachers, weights and target. `report.models[name]` holds `test_accuracy`,
         `teacher_agreement`, `kl_to_teacher` (both `None` without a
         teacher), `expected_calibration_error`, `parameters`, `size_mb` and
         `latency`: one dict per batch size with `batch_size`, `p50_ms`,
@@ -175,7 +195,11 @@ def compare(
     Raises:
         TypeError: if `models` is not a mapping of names to Keras models, or
             holds a Distiller.
-        ValueError: for no models, an unknown `teacher` name, empty or
+        ValueError: for no models, an unknown `teacher` name, an ensemble
+            `keras_kd.ensemble.check_teachers` refuses (no teachers, one
+            twice, shapes that differ, bad `teacher_weights`), a teacher
+            named like another row, `teacher_weights` without an
+            ensemble, empty or
             mismatched data, models that output different numbers of classes
             or probabilities instead of logits, labels outside the classes,
             or bad batch sizes or counts.
@@ -200,7 +224,7 @@ def compare(
     report.plot("comparison.png")
     ```
     """
-    models = _check_models(models)
+    models, ensembles = _check_models(models, teacher_weights, ensemble_target)
     if teacher is not None and teacher not in models:
         raise ValueError(
             f"teacher={teacher!r} is not one of the model names {list(models)}; "
@@ -214,7 +238,13 @@ def compare(
 
     logits = {}
     for name, model in models.items():
-        logits[name] = _logits(name, model, x, predict_batch_size)
+        if name in ensembles:
+            teachers, weights = ensembles[name]["teachers"], ensembles[name]["weights"]
+            stacked = np.stack([logits[member] for member in teachers], axis=-2)
+            combined = ensemble.ensemble_logits(stacked, weights, 1.0, ensemble_target)
+            logits[name] = keras.ops.convert_to_numpy(combined)
+        else:
+            logits[name] = _logits(name, model, x, predict_batch_size)
     num_classes = _check_classes(logits, labels)
 
     results = {}
@@ -246,6 +276,7 @@ def compare(
         "warmup_batches": int(warmup_batches),
         "timed_batches": int(timed_batches),
         "latency_method": "model.predict_on_batch",
+        "ensembles": ensembles,
     }
     return Report(models=results, teacher=teacher, environment=environment(), settings=settings)
 
@@ -444,7 +475,8 @@ def _cpu_name():
 # ---------------------------------------------------------------- checking
 
 
-def _check_models(models):
+def _check_models(models, teacher_weights, ensemble_target):
+    """`({row name: model}, {ensemble name: its teachers' names, weights, target})`, ensembles expanded."""
     if not isinstance(models, collections.abc.Mapping):
         raise TypeError(
             "`models` must be a mapping of names to keras.Model, e.g. "
@@ -452,11 +484,35 @@ def _check_models(models):
         )
     if not models:
         raise ValueError("`models` is empty; give at least one model to measure.")
+    rows, ensembles = {}, {}
     for name, model in models.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"Model names must be non-empty strings; got {name!r}.")
-        kd_export.check_exportable(model, action="Compare")
-    return dict(models)
+        if isinstance(model, keras.Model) and ensemble.members(model) is not None:
+            model = ensemble.members(model)
+        if not isinstance(model, (list, tuple)):
+            kd_export.check_exportable(model, action="Compare")
+            rows[name] = model
+            continue
+        try:
+            teachers, weights, target = ensemble.check_teachers(model, teacher_weights, ensemble_target)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"models[{name!r}]: {error}") from None
+        for member in teachers:
+            kd_export.check_exportable(member, action="Compare")
+            if member.name in models or member.name in rows:
+                raise ValueError(
+                    f"models[{name!r}] has a teacher named {member.name!r}, like another row; "
+                    "give every model and teacher its own name."
+                )
+            rows[member.name] = member
+        ensembles[name] = {"teachers": [member.name for member in teachers], "weights": weights, "target": target}
+        rows[name] = ensemble.teacher_ensemble(teachers, name=f"{name}_ensemble")
+    if teacher_weights is not None and not ensembles:
+        raise ValueError(
+            f"teacher_weights={teacher_weights!r} given, but no entry of `models` is a list of teachers (an ensemble)."
+        )
+    return rows, ensembles
 
 
 def _check_data(data):
@@ -505,6 +561,15 @@ def _check_counts(name, values, minimum):
     ):
         raise ValueError(f"`{name}` must hold integers >= {minimum}; got {values!r}.")
     return [int(value) for value in values]
+
+
+def _describe_ensembles(ensembles):
+    return [
+        f"{name!r}: the ensemble of {', '.join(record['teachers'])} (weights "
+        f"{', '.join(f'{weight:.3g}' for weight in record['weights'])}; the weighted mean of their "
+        + ("softmax)." if record["target"] == "probabilities" else "log-probabilities, renormalized).")
+        for name, record in ensembles.items()
+    ]
 
 
 def _optional(value, spec):

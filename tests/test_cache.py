@@ -434,3 +434,36 @@ def test_bad_arguments_are_refused():
         TeacherCache.build(mlp(4, "teacher"), x, batch_size=0)
     with pytest.raises(ValueError, match="one row per example"):
         TeacherCache.build(mlp(4, "teacher"), [x, x[:4]])
+
+
+def test_a_list_of_teachers_is_cached_as_for_distiller_with_each_teachers_size():
+    x, y = make_data(32)
+    teachers = [mlp(hidden, f"teacher_{hidden}") for hidden in (4, 6, 8)]
+    cache = TeacherCache.build(teachers, x, feature_layers=["teacher_6"])
+    assert cache.teacher_names == ["teacher_4", "teacher_6", "teacher_8"]
+    expected = np.stack([teacher.predict(x, verbose=0) for teacher in teachers], axis=-2)
+    np.testing.assert_allclose(cache.teacher_logits, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cache.teacher_features("teacher_6"), expected[:, 1], rtol=1e-6, atol=1e-6)
+    logits_bytes = 32 * 3 * 4  # rows x classes x float32, per teacher
+    assert cache.teacher_nbytes == {"teacher_4": logits_bytes, "teacher_6": 2 * logits_bytes, "teacher_8": logits_bytes}
+    assert sum(cache.teacher_nbytes.values()) == cache.nbytes
+    assert "3 teachers ['teacher_4', 'teacher_6', 'teacher_8']" in repr(cache)
+    # The same cache as for_distiller's: a Distiller of these teachers trains from it.
+    distiller = keras_kd.Distiller(teachers, mlp(4, "student")).compile(optimizer="adam")
+    distiller_cache = TeacherCache.for_distiller(distiller, x)
+    assert distiller_cache.teacher_fingerprint == cache.teacher_fingerprint
+    assert distiller_cache.teacher_names == cache.teacher_names
+    assert np.isfinite(distiller.fit(cache.dataset(x, y, batch_size=16), epochs=1, verbose=0).history["loss"]).all()
+    # One teacher alone: its size is the whole cache's.
+    single = TeacherCache.build(teachers[0], x)
+    assert single.teacher_names == ["teacher_4"] and single.teacher_nbytes == {"teacher_4": single.nbytes}
+    # Other teachers, or the same in another order, are refused by name.
+    with pytest.raises(
+        CacheMismatchError, match=r"cached 3 teachers .*this teacher 2 teachers \['teacher_4', 'teacher_8'\]"
+    ):
+        cache.check_teacher([teachers[0], teachers[2]])
+    with pytest.raises(CacheMismatchError):
+        cache.check_teacher(teachers[::-1])
+    for bad, fragment in (([], "empty list"), ([teachers[0], teachers[0]], "the same model")):
+        with pytest.raises(ValueError, match=fragment):
+            TeacherCache.build(bad, x)

@@ -51,12 +51,13 @@ def files(tmp_path_factory):
     teacher = _mlp(32, "teacher")
     teacher.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     teacher.fit(x[:256], y[:256], epochs=3, verbose=0)
-    names = ("teacher", "student", "wide", "mnist_teacher", "distiller")
+    names = ("teacher", "student", "wide", "mnist_teacher", "distiller", "second_teacher")
     paths = {name: str(directory / f"{name}.keras") for name in names}
     teacher.save(paths["teacher"])
     _mlp(8, "student").save(paths["student"])
     _mlp(8, "wide", num_classes=12).save(paths["wide"])
     _mlp(8, "mnist_teacher", input_shape=(28, 28, 1)).save(paths["mnist_teacher"])
+    _mlp(16, "teacher").save(paths["second_teacher"])  # Named like the first: an ensemble renames them.
     Distiller(teacher, _mlp(8, "inner")).save(paths["distiller"])
     paths["corrupted"] = str(directory / "corrupted.keras")
     with open(paths["corrupted"], "wb") as file:
@@ -222,6 +223,58 @@ def test_distill_bad_input_is_one_line(files, tmp_path, capsys, argv, fragments)
     status, _, err = _main(command, capsys)
     assert_one_line_error(status, err, *fragments)
     assert not os.path.exists(tmp_path / "s.keras")
+
+
+def test_distill_takes_several_teachers_and_refuses_bad_ensembles_in_one_line(files, tmp_path, capsys):
+    output = str(tmp_path / "from_ensemble.keras")
+    teachers = ["--teacher", files["teacher"], "--teacher", files["second_teacher"]]
+    argv = ["distill", *teachers, "--student", "mlp_student", *FAST_DISTILL, "--quiet"]
+    status, out, err = _main(argv + ["--teacher-weights", "2", "1", "--output", output], capsys)
+    assert status == 0, err
+    assert "ensemble of 2 teachers" in out and os.path.exists(output)
+    missing = str(tmp_path / "missing.keras")
+    cases = [
+        (["--teacher", files["teacher"], "--teacher", missing], [], [missing, "no such file"]),
+        (["--teacher", files["teacher"], "--teacher", files["teacher"]], [], ["--teacher must be distinct"]),
+        (["--teacher", files["teacher"], "--teacher", files["wide"]], [], ["teacher[1] 'wide' has logits of shape"]),
+        (
+            ["--teacher", files["teacher"], "--teacher", files["mnist_teacher"]],
+            [],
+            ["mnist_teacher.keras' takes inputs of shape (None, 28, 28, 1)"],
+        ),
+        (teachers, ["--teacher-weights", "1"], ["1 weights for 2 teachers"]),
+        (teachers, ["--teacher-weights", "-1", "1"], ["non-negative"]),
+        (["--teacher", files["teacher"]], ["--teacher-weights", "1"], ["given with one teacher"]),
+    ]
+    for teacher_options, extra, fragments in cases:
+        bad_output = str(tmp_path / "bad.keras")
+        command = ["distill", *teacher_options, "--student", "mlp_student", *FAST_DISTILL, "--quiet"]
+        status, _, err = _main(command + extra + ["--output", bad_output], capsys)
+        assert_one_line_error(status, err, *fragments)
+        assert not os.path.exists(bad_output)
+
+
+def test_tune_sweeps_the_weights_of_several_teacher_files(files, tmp_path, capsys):
+    teachers = ["--teacher", files["teacher"], "--teacher", files["second_teacher"]]
+    fast = ["--dataset", "digits", "--smoke", "--temperatures", "2", "--alphas", "0.9", "--output-dir"]
+    argv = ["tune", *teachers, "--teacher-weights", "1:1", "1:0", *fast, str(tmp_path / "sweep")]
+    status, out, err = _main(argv, capsys)
+    assert status == 0, err
+    assert "2 trials completed" in out and "teacher_weights=1:" in out
+    with open(tmp_path / "sweep" / "trials.json") as file:
+        assert sorted(row["teacher_weights"] for row in json.load(file)["trials"]) == ["1:0", "1:1"]
+    assert not os.path.exists(tmp_path / "sweep" / "teacher.keras")  # The given teachers, none trained.
+    cases = [
+        (["--teacher", str(tmp_path / "missing.keras")], ["no such file"]),
+        (["--teacher", files["teacher"], "--teacher-weights", "1:1"], ["--teacher-weights needs several --teacher"]),
+        ([*teachers, "--teacher-weights", "1:x"], ["--teacher-weights", "'1:x' is not a list of weights"]),
+        ([*teachers, "--teacher-weights", "1:1:1"], ["3 weights for 2 teachers"]),
+        ([*teachers, "--teacher", files["wide"]], ["teacher[2] 'wide' has logits of shape"]),
+        ([*teachers, "--compare-seeds", "0"], ["--compare-seeds", "several --teacher"]),
+    ]
+    for options, fragments in cases:
+        status, _, err = _main(["tune", *options, *fast, str(tmp_path / "bad")], capsys)
+        assert_one_line_error(status, err, *fragments)
 
 
 def test_report_and_export_bad_input_is_one_line(files, tmp_path, capsys):

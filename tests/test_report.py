@@ -1,6 +1,7 @@
 """Tests of keras_kd.report: the numbers, the formats and the input checks."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -176,3 +177,65 @@ def test_distiller_and_non_mapping_are_refused(models_and_data):
         kd_report.compare({"teacher": models["teacher"], "distilled": distiller}, data, **FAST)
     with pytest.raises(TypeError, match="mapping"):
         kd_report.compare([models["teacher"]], data, **FAST)
+
+
+def _softmax(logits):
+    return np.exp(_log_softmax(np.asarray(logits, "float64")))
+
+
+@pytest.mark.parametrize("target", ["probabilities", "log_probabilities"])
+def test_an_ensemble_gives_a_row_per_teacher_and_one_for_its_target(models_and_data, target):
+    models, (x, y) = models_and_data
+    teachers = [make_mlp(units, name=f"member_{units}", batchnorm=False) for units in (8, 12, 16)]
+    weights = [1.0, 1.0, 2.0]
+    distiller = Distiller(teachers, models["student"], teacher_weights=weights, ensemble_target=target)
+    # The Distiller's stacked teacher and its list of teachers are the same ensemble.
+    for ensemble in (distiller.teachers, distiller.teacher):
+        result = kd_report.compare(
+            {"teacher": ensemble, "student": models["student"]},
+            (x, y),
+            teacher_weights=distiller.teacher_weights,
+            ensemble_target=target,
+            **FAST,
+        )
+        assert list(result.models) == ["member_8", "member_12", "member_16", "teacher", "student"]
+    member_p = np.stack([_softmax(teacher.predict(x, verbose=0)) for teacher in teachers], axis=-2)
+    normalized = np.array(weights).reshape(-1, 1) / sum(weights)
+    if target == "probabilities":
+        ensemble_p = (member_p * normalized).sum(-2)
+    else:
+        ensemble_p = _softmax((np.log(member_p) * normalized).sum(-2))
+    ensemble_row, student_row = result.models["teacher"], result.models["student"]
+    assert ensemble_row["test_accuracy"] == pytest.approx(100 * np.mean(ensemble_p.argmax(-1) == y))
+    assert ensemble_row["kl_to_teacher"] == pytest.approx(0.0, abs=1e-6)
+    assert ensemble_row["parameters"] == sum(teacher.count_params() for teacher in teachers)
+    student_p = _softmax(models["student"].predict(x, verbose=0))
+    expected_kl = np.mean(np.sum(ensemble_p * (np.log(ensemble_p) - np.log(student_p)), axis=-1))
+    assert student_row["kl_to_teacher"] == pytest.approx(expected_kl, rel=1e-4)
+    assert student_row["teacher_agreement"] == pytest.approx(
+        100 * np.mean(student_p.argmax(-1) == ensemble_p.argmax(-1))
+    )
+    member_p0 = member_p[:, 0]
+    assert result.models["member_8"]["teacher_agreement"] == pytest.approx(
+        100 * np.mean(member_p0.argmax(-1) == ensemble_p.argmax(-1))
+    )
+    assert result.settings["ensembles"]["teacher"]["teachers"] == ["member_8", "member_12", "member_16"]
+    assert "'teacher': the ensemble of member_8, member_12, member_16 (weights 0.25, 0.25, 0.5" in result.to_markdown()
+    assert kd_report.Report.from_dict(json.loads(result.to_json())).models == result.models
+
+
+def test_bad_ensembles_are_refused(models_and_data):
+    models, data = models_and_data
+    teachers = [make_mlp(units, name=f"member_{units}", batchnorm=False) for units in (8, 12)]
+    cases = [
+        ({"teacher": []}, {}, ValueError, "models['teacher']: `teacher` is an empty list"),
+        ({"teacher": [teachers[0], teachers[0]]}, {}, ValueError, "the same model"),
+        ({"teacher": teachers}, {"teacher_weights": [1.0]}, ValueError, "1 weights for 2 teachers"),
+        ({"teacher": teachers}, {"teacher_weights": [-1.0, 1.0]}, ValueError, "non-negative"),
+        ({"teacher": teachers, "member_8": models["student"]}, {}, ValueError, "named 'member_8', like another row"),
+        ({"teacher": teachers[0]}, {"teacher_weights": [1.0]}, ValueError, "no entry of `models` is a list"),
+        ({"teacher": [teachers[0], make_mlp(8, num_classes=5, name="wide")]}, {}, ValueError, "logits of shape"),
+    ]
+    for models_given, kwargs, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)):
+            kd_report.compare(models_given, data, **FAST, **kwargs)

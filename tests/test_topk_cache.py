@@ -402,3 +402,20 @@ def test_a_temperature_other_than_1_is_warned_about():
         keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(tail_at_4, verbose=0)
         keras_kd.Distiller(teacher, student_mlp(), temperature=4.0).compile(optimizer="sgd").fit(dense, verbose=0)
     assert not [warning for warning in caught if "teacher cache" in str(warning.message)]
+
+
+def test_a_top_k_cache_of_several_teachers_keeps_each_teachers_top_k():
+    x, y = make_data(16)
+    teachers = [teacher_mlp(classes=6, name=f"teacher_{index}", scale=3.0) for index in range(2)]
+    cache = TeacherCache.build(teachers, x, top_k=2)
+    top_k_logits, class_ids, tail = cache.teacher_top_k
+    assert class_ids.shape == (16, 2, 2) and tail.shape == (16, 2)
+    for index, teacher in enumerate(teachers):
+        logits = teacher.predict(x, verbose=0)
+        np.testing.assert_array_equal(np.sort(class_ids[:, index], -1), np.sort(np.argsort(-logits, -1)[:, :2], -1))
+    per_teacher = 16 * (2 * top_k_logits.itemsize + 2 * class_ids.itemsize + tail.itemsize)
+    assert (
+        cache.teacher_nbytes == {"teacher_0": per_teacher, "teacher_1": per_teacher} and cache.nbytes == 2 * per_teacher
+    )
+    distiller = keras_kd.Distiller(teachers, student_mlp(classes=6), temperature=1.0).compile(optimizer="adam")
+    assert np.isfinite(distiller.fit(cache.dataset(x, y, batch_size=8), epochs=1, verbose=0).history["loss"]).all()

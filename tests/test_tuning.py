@@ -158,6 +158,54 @@ def test_bad_search_spaces_are_refused(teacher, options, error, message):
         make_hypermodel(teacher, **options)
 
 
+def test_a_real_search_sweeps_the_teacher_weights_of_an_ensemble(teacher, tmp_path, cache_builds):
+    teachers = [teacher, make_mlp(8, name="second_teacher", batchnorm=False)]
+    weights = [[1.0, 1.0], [1.0, 0.0]]
+    hypermodel = make_hypermodel(teachers, temperatures=[2.0], alphas=[0.9], teacher_weights=weights)
+    tuner = tuning.make_tuner("grid", hypermodel, directory=tmp_path / "grid")
+    tuner.search(verbose=0)
+    rows = tuning.collect_trials(tuner.project_dir)
+    assert sorted(row["teacher_weights"] for row in rows) == ["1:0", "1:1"]
+    assert all(row["status"] == "COMPLETED" for row in rows)
+    assert cache_builds == [64, 32]  # Every teacher ran once per sweep.
+    assert os.path.exists(tuning.write_reports(rows, tmp_path / "reports")["csv"])
+    hp = keras_tuner.HyperParameters()
+    hp.values["teacher_weights"] = "1:0"
+    assert hypermodel.build(hp).teacher_weights == [1.0, 0.0]
+    # A Range draws each teacher's weight on its own.
+    ranged = make_hypermodel(
+        teachers,
+        temperatures=[2.0],
+        alphas=[0.9],
+        teacher_weights=tuning.Range(0.5, 2.0),
+        ensemble_target="log_probabilities",
+    )
+    tuner = tuning.make_tuner("random", ranged, directory=tmp_path / "random", max_trials=2)
+    tuner.search(verbose=0)
+    rows = tuning.collect_trials(tuner.project_dir)
+    assert len(rows) == 2 and all(row["status"] == "COMPLETED" for row in rows)
+    assert all(0.5 <= row[f"teacher_weight_{index}"] <= 2.0 for row in rows for index in (0, 1))
+
+
+@pytest.mark.parametrize(
+    "ensemble, weights, error, message",
+    [
+        (False, [1.0], ValueError, "given with one teacher"),
+        (True, [[1.0, 1.0], [1.0]], ValueError, r"`teacher_weights\[1\]`: .*1 weights for 2 teachers"),
+        (True, [[1.0, 1.0], [1.0, 1.0]], ValueError, "repeats the weights 1:1"),
+        (True, [[0.0, 0.0]], ValueError, "all zero"),
+        (True, [1.0, -1.0], ValueError, "non-negative"),
+        (True, tuning.Range(0.0, 1.0), ValueError, r"`teacher_weights.min_value` must be > 0"),
+        (True, "1:1", TypeError, "a list of 2 weights"),
+        (True, [], ValueError, "is empty"),
+    ],
+)
+def test_bad_teacher_weights_are_refused(teacher, ensemble, weights, error, message):
+    teachers = [teacher, make_mlp(8, name="second_teacher", batchnorm=False)] if ensemble else teacher
+    with pytest.raises(error, match=message):
+        make_hypermodel(teachers, teacher_weights=weights)
+
+
 def test_bad_models_and_data_are_refused(teacher):
     data, val = make_data(64), make_data(32)
     with pytest.raises(TypeError, match="must return a keras.Model"):

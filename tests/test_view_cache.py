@@ -312,3 +312,23 @@ def test_a_distiller_that_augments_or_mixes_in_its_step_is_refused_a_cache_of_vi
         cache.dataset(ArrayBatches(x, y))
     with pytest.raises(CacheMismatchError, match="not the data the cache was built from"):
         cache.dataset(images(rows=ROWS + 1), np.zeros(ROWS + 1, int))
+
+
+def test_views_of_several_teachers_hold_each_teachers_outputs_on_every_view():
+    x = images(12)
+    teachers = [image_teacher(name=f"teacher_{index}") for index in range(2)]
+    distiller = keras_kd.Distiller(teachers, student(), temperature=2.0).compile(optimizer="sgd")
+    cache = TeacherCache.for_distiller(distiller, x, augmentation=augmentation(), views=2, seed=0)
+    assert cache.teacher_logits.shape == (12, 2, 2, CLASSES)  # rows, views, teachers, classes
+    for index, teacher in enumerate(teachers):
+        for view in range(2):
+            np.testing.assert_allclose(
+                cache.teacher_logits[:, view, index],
+                teacher.predict(cache.augmented_inputs[:, view], verbose=0),
+                **TOLERANCE,
+            )
+    # The views are shared: each teacher's size is its share of the logits.
+    assert cache.teacher_nbytes == {"teacher_0": 12 * 2 * CLASSES * 4, "teacher_1": 12 * 2 * CLASSES * 4}
+    assert cache.nbytes == sum(cache.teacher_nbytes.values()) + cache.augmented_inputs.nbytes
+    history = distiller.fit(cache.dataset(x, np.arange(12) % CLASSES, batch_size=6), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()

@@ -5,7 +5,7 @@ import shutil
 
 import keras
 
-from keras_kd import atomic, validation
+from keras_kd import atomic, ensemble, validation
 from keras_kd import features as kd_features
 from keras_kd.cache import datasets, files, fingerprints, kinds, sources, teacher_pass
 from keras_kd.cache import views as view_cache
@@ -25,12 +25,16 @@ class TeacherCache:
     Attributes:
         num_rows: Number of cached rows.
         feature_layers: Names of the teacher layers whose outputs are cached.
-        teacher_fingerprint: Hash of the teacher's weights.
+        teacher_fingerprint: Hash of the teacher's weights (of every
+            teacher's, for an ensemble).
+        teacher_names: The names of the cached teachers: one, or each
+            teacher of an ensemble in order.
         data_fingerprint: Hash of the data's shape, dtype and sampled rows.
         top_k: Classes kept per position in a top-k cache, or None (dense).
         tail_temperature: The temperature at which a top-k cache's rest mass is exact.
         num_classes: The teacher's number of classes.
         nbytes: Bytes of the stored outputs (logits or top-k arrays, and features).
+        teacher_nbytes: Bytes of each teacher's stored outputs, by name.
         num_views: Augmented views cached per row (`build(augmentation=...,
             views=K)`), or None.
         augmented_inputs: Those views, `(num_rows, num_views, ...)`, or None.
@@ -86,7 +90,13 @@ class TeacherCache:
         """Runs `teacher` once over `x` and keeps its outputs.
 
         Args:
-            teacher: The trained teacher, a `keras.Model` that outputs logits.
+            teacher: The trained teacher, a `keras.Model` that outputs logits,
+                or a list of them (an ensemble, as `keras_kd.Distiller` takes
+                it): the cache then holds every teacher's own outputs, stacked
+                on a teacher axis `(rows, ..., teachers, classes)`, and the
+                ensemble's target is formed from them in each step at the
+                step's temperature. It is the cache `for_distiller` builds for
+                a Distiller of these teachers.
             x: The training inputs: an array (a `np.memmap` works, for inputs
                 larger than memory) or a dict/list of arrays, or a
                 `keras.utils.PyDataset` or `tf.data.Dataset` yielding batches
@@ -129,7 +139,9 @@ class TeacherCache:
         Raises:
             TypeError: for a teacher that is not a `keras.Model`, or `x` of
                 an unsupported type.
-            ValueError: for a dataset whose batches change between two reads
+            ValueError: for teachers that cannot form an ensemble (an empty
+                list, a teacher given twice, input or output shapes that
+                differ: `keras_kd.ensemble.check_teachers`); for a dataset whose batches change between two reads
                 (random augmentation or shuffling), arrays of different
                 lengths, empty data, a bad `batch_size`, or a layer name the
                 teacher lacks, or `top_k` that is not an integer in 1..C-1 for a
@@ -140,8 +152,7 @@ class TeacherCache:
 
         A failed build leaves any cache already at `path` as it was.
         """
-        if not isinstance(teacher, keras.Model):
-            raise TypeError(f"`teacher` must be a keras.Model; got {teacher!r} of type {type(teacher).__name__}.")
+        teacher = _teacher_model(teacher)
         feature_layers = [kd_features.layer_name("feature_layers", layer) for layer in feature_layers]
         if len(set(feature_layers)) != len(feature_layers):
             raise ValueError(f"`feature_layers` repeats a layer: {feature_layers}.")
@@ -160,7 +171,7 @@ class TeacherCache:
         metadata = {
             "format": files.FORMAT,
             "version": files.FORMAT_VERSION,
-            "teacher": {"name": teacher.name, "fingerprint": fingerprints.teacher_fingerprint(teacher)},
+            "teacher": _teacher_record(teacher),
             "feature_layers": feature_layers,
             **kind.metadata(),
             "data": None,
@@ -266,8 +277,33 @@ class TeacherCache:
         return self._kind.num_classes
 
     @property
+    def teacher_names(self):
+        record = self._metadata["teacher"]
+        return list(record.get("members") or [record["name"]])
+
+    @property
     def nbytes(self):
         return sum(int(array.nbytes) for array in self._arrays.values())
+
+    @property
+    def teacher_nbytes(self):
+        """Bytes of each teacher's stored outputs: `{teacher name: bytes}`, in `teacher_names` order.
+
+        A teacher's share of the logits (or top-k arrays), which an ensemble's
+        cache splits evenly over its teacher axis, plus its cached features:
+        every feature layer of a single teacher; for an ensemble, the feature
+        layer that is that teacher (`feature_layers=["teacher_1"]`). What the
+        teachers share (augmented views, other feature layers) counts in
+        `nbytes` only.
+        """
+        names = self.teacher_names
+        outputs = sum(int(array.nbytes) for array in self._kind.stored_arrays(self._arrays)) // len(names)
+        sizes = dict.fromkeys(names, outputs)
+        for layer in self.feature_layers:
+            owner = layer if "members" in self._metadata["teacher"] else names[0]
+            if owner in sizes:
+                sizes[owner] += int(self._arrays[files.feature_key(layer)].nbytes)
+        return sizes
 
     @property
     def num_views(self):
@@ -327,7 +363,7 @@ class TeacherCache:
     def __repr__(self):
         where = "in memory" if self.path is None else f"at {self.path!r}"
         return (
-            f"TeacherCache({self.num_rows} rows of {self._metadata['teacher']['name']!r}, {self._kind.describe()}, "
+            f"TeacherCache({self.num_rows} rows of {_describe_teachers(self.teacher_names)}, {self._kind.describe()}, "
             f"features={self.feature_layers}, "
             + ("" if self.num_views is None else f"{self.num_views} views per row, ")
             + f"{where})"
@@ -336,13 +372,15 @@ class TeacherCache:
     # ------------------------------------------------------------ checks
 
     def check_teacher(self, teacher):
-        """Raises `CacheMismatchError` unless `teacher` has the weights cached."""
+        """Raises `CacheMismatchError` unless `teacher` (a model, or a list of teachers) has the weights cached."""
+        teacher = _teacher_model(teacher)
         fingerprint = fingerprints.teacher_fingerprint(teacher)
         if fingerprint != self.teacher_fingerprint:
+            names = _teacher_record(teacher, fingerprint).get("members") or [teacher.name]
             raise CacheMismatchError(
                 f"This cache was computed by a teacher with other weights "
-                f"(cached {self._metadata['teacher']['name']!r}, fingerprint "
-                f"{self.teacher_fingerprint[:12]}; this teacher {teacher.name!r}, "
+                f"(cached {_describe_teachers(self.teacher_names)}, fingerprint "
+                f"{self.teacher_fingerprint[:12]}; this teacher {_describe_teachers(names)}, "
                 f"fingerprint {fingerprint[:12]}). Its outputs are stale: rebuild it "
                 "with keras_kd.TeacherCache.build(teacher, x)."
             )
@@ -481,6 +519,29 @@ class TeacherCache:
             workers,
             max_queue_size,
         )
+
+
+def _teacher_model(teacher):
+    """The model a cache runs: `teacher`, or the `keras_kd.ensemble.teacher_ensemble` of a list of teachers."""
+    if isinstance(teacher, (list, tuple)):
+        teachers, _, _ = ensemble.check_teachers(teacher, None, ensemble.TARGETS[0])
+        return ensemble.teacher_ensemble(teachers)
+    if not isinstance(teacher, keras.Model):
+        raise TypeError(f"`teacher` must be a keras.Model; got {teacher!r} of type {type(teacher).__name__}.")
+    return teacher
+
+
+def _teacher_record(teacher, fingerprint=None):
+    """The metadata of a cache's teacher: name and fingerprint, and the teachers' names for an ensemble."""
+    record = {"name": teacher.name, "fingerprint": fingerprint or fingerprints.teacher_fingerprint(teacher)}
+    members = ensemble.members(teacher)
+    if members is not None:
+        record["members"] = [member.name for member in members]
+    return record
+
+
+def _describe_teachers(names):
+    return repr(names[0]) if len(names) == 1 else f"{len(names)} teachers {names}"
 
 
 def _refuse_input_transforms(distiller, num_views=None):

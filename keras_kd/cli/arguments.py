@@ -7,6 +7,7 @@ imported. The argparse types and the backend choice itself are
 names stay importable from here. The checks raise `UsageError`.
 """
 
+import argparse
 import os
 import zipfile
 
@@ -117,3 +118,16 @@ def check_output_dir(path):
         raise UsageError(f"cannot create the output directory {path!r}: {error.strerror}") from None
     if not os.access(path, os.W_OK):
         raise UsageError(f"the output directory {path!r} is not writable")
+
+
+def weight_list(text):
+    """An argparse type: `"2:1:1"`, one non-negative weight per teacher, as a list of floats."""
+    try:
+        weights = [float(part) for part in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of weights separated by ':' (one per teacher, e.g. 2:1:1)"
+        ) from None
+    if any(not weight >= 0 or weight == float("inf") for weight in weights):
+        raise argparse.ArgumentTypeError(f"{text!r}: each weight must be a finite number >= 0")
+    return weights

@@ -1,4 +1,4 @@
-"""`keras-kd distill`: distil a teacher .keras into a student on a dataset; writes the student .keras."""
+"""`keras-kd distill`: distil a teacher .keras (or several) into a student on a dataset; writes the student .keras."""
 
 import os
 
@@ -23,8 +23,29 @@ def add_parser(subparsers):
     parser.add_argument(
         "--teacher",
         required=True,
+        action="append",
         metavar="T.keras",
-        help="the trained teacher: a .keras file of a model that outputs logits",
+        help=(
+            "the trained teacher: a .keras file of a model that outputs logits; give it several times "
+            "to distil an ensemble (the weighted mean of the teachers' softened distributions)"
+        ),
+    )
+    parser.add_argument(
+        "--teacher-weights",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="with several teachers: one weight >= 0 per teacher, in --teacher order (default: equal)",
+    )
+    parser.add_argument(
+        "--ensemble-target",
+        choices=("probabilities", "log_probabilities"),
+        default="probabilities",
+        help=(
+            "with several teachers: the weighted mean of their softened distributions, or of their "
+            "log-probabilities (default: probabilities)"
+        ),
     )
     parser.add_argument(
         "--student",
@@ -85,13 +106,15 @@ def add_parser(subparsers):
 
 def run(args):
     """Distils, saves the student and prints its test accuracy beside the teacher's."""
-    arguments.check_model_file(args.teacher, "--teacher")
+    for path in args.teacher:
+        arguments.check_model_file(path, "--teacher")
+    arguments.check_distinct("--teacher", [os.path.abspath(path) for path in args.teacher])
     student_is_file = args.student.endswith(".keras") or os.path.exists(args.student)
     if student_is_file:
         arguments.check_model_file(args.student, "--student")
     arguments.check_output_file(args.output, ".keras", "--output")
-    if os.path.abspath(args.output) == os.path.abspath(args.teacher):
-        raise UsageError(f"--output {args.output!r} would overwrite the teacher; choose another path")
+    if os.path.abspath(args.output) in [os.path.abspath(path) for path in args.teacher]:
+        raise UsageError(f"--output {args.output!r} would overwrite a teacher; choose another path")
     if args.history_plot is not None:
         arguments.check_output_file(args.history_plot, ".png", "--history-plot")
     arguments.select_backend(args.backend)
@@ -102,9 +125,10 @@ def run(args):
 
     x_train, y_train = loading.load_split(args, "train")
     x_test, y_test = loading.load_split(args, "test")
-    teacher = loading.load_model(args.teacher, "--teacher")
-    _check_inputs_fit(teacher, x_train, f"the teacher {args.teacher!r}", args.dataset)
-    num_classes = int(teacher.output_shape[-1])
+    teacher = loading.load_teachers(args.teacher)
+    for path, single_teacher in zip(args.teacher, teacher if isinstance(teacher, list) else [teacher]):
+        _check_inputs_fit(single_teacher, x_train, f"the teacher {path!r}", args.dataset)
+    num_classes = int((teacher[0] if isinstance(teacher, list) else teacher).output_shape[-1])
     _check_labels_fit(y_train, num_classes, args)
     keras.utils.set_random_seed(args.seed)
     if student_is_file:
@@ -113,7 +137,14 @@ def run(args):
         student = _build_student(args.student, x_train.shape[1:], num_classes)
     _check_inputs_fit(student, x_train, f"the student {args.student!r}", args.dataset)
     try:
-        distiller = Distiller(teacher, student, temperature=args.temperature, alpha=args.alpha)
+        distiller = Distiller(
+            teacher,
+            student,
+            teacher_weights=args.teacher_weights,
+            ensemble_target=args.ensemble_target,
+            temperature=args.temperature,
+            alpha=args.alpha,
+        )
     except (TypeError, ValueError) as error:
         raise UsageError(one_line(error)) from None
     distiller.compile(optimizer=keras.optimizers.Adam(args.learning_rate), metrics=["accuracy"])
@@ -133,12 +164,30 @@ def run(args):
             title=f"distill {args.dataset}: T={args.temperature:g}, alpha={args.alpha:g}",
         )
     accuracies = {
-        role: 100.0 * float((model.predict(x_test, verbose=0).argmax(axis=-1) == y_test).mean())
-        for role, model in (("student", distiller.student), ("teacher", teacher))
+        role: 100.0 * float((logits.argmax(axis=-1) == y_test).mean())
+        for role, logits in (
+            ("student", distiller.student.predict(x_test, verbose=0)),
+            ("teacher", _teacher_logits(distiller, x_test)),
+        )
     }
+    teachers = "teacher" if len(args.teacher) == 1 else f"ensemble of {len(args.teacher)} teachers"
     print(
         f"Saved the distilled student to {args.output}: {accuracies['student']:.2f}% test "
-        f"accuracy on {args.dataset} (teacher {accuracies['teacher']:.2f}%)."
+        f"accuracy on {args.dataset} ({teachers} {accuracies['teacher']:.2f}%)."
+    )
+
+
+def _teacher_logits(distiller, x):
+    """The teacher's logits on `x`; an ensemble's target at temperature 1."""
+    from keras import ops
+
+    from keras_kd import ensemble
+
+    logits = distiller.teacher.predict(x, verbose=0)
+    if distiller.teacher_weights is None:
+        return logits
+    return ops.convert_to_numpy(
+        ensemble.ensemble_logits(logits, distiller.teacher_weights, 1.0, distiller.ensemble_target)
     )
 
 
@@ -170,5 +219,5 @@ def _check_labels_fit(labels, num_classes, args):
     if len(labels) and int(labels.max()) >= num_classes:
         raise UsageError(
             f"{args.dataset!r} has labels up to {int(labels.max())}, but the teacher "
-            f"{args.teacher!r} outputs {num_classes} classes"
+            f"{args.teacher[0]!r} outputs {num_classes} classes"
         )

@@ -1,5 +1,7 @@
 """What the subcommands share once Keras runs: a dataset split and a .keras model, as bad input or not."""
 
+import os
+
 from keras_kd.cli.errors import UsageError, one_line
 
 
@@ -50,3 +52,31 @@ def load_model(path, option):
     if not isinstance(model, keras.Model):
         raise UsageError(f"{option} {path!r} holds a {type(model).__name__}, not a keras.Model")
     return model
+
+
+def load_teachers(paths, option="--teacher"):
+    """The teachers of the .keras files `paths`: one model, or a list of them for several files.
+
+    Teachers saved by one script often share a name, which an ensemble's
+    teachers may not: then each teacher is renamed after its file (`a.keras`
+    becomes `a`), or after its place (`teacher_0`, ...) where the file names
+    repeat too; renamed, it is a functional model over the same layers and
+    weights.
+
+    Raises:
+        UsageError: as `load_model`, for each file.
+    """
+    teachers = [load_model(path, option) for path in paths]
+    if len(teachers) == 1:
+        return teachers[0]
+    if len({teacher.name for teacher in teachers}) == len(teachers):
+        return teachers
+    import keras
+
+    names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    if len(set(names)) < len(names):
+        names = [f"teacher_{index}" for index in range(len(paths))]
+    return [
+        keras.Model(teacher.input, teacher.output, name=name) if getattr(teacher, "inputs", None) else teacher
+        for name, teacher in zip(names, teachers)
+    ]

@@ -1,5 +1,7 @@
 """`keras-kd tune`: the Keras Tuner sweep of temperature and alpha (`keras_kd.cli.tune_app.tune`)."""
 
+import os
+
 from keras_kd import launch
 from keras_kd.cli import arguments
 from keras_kd.cli.errors import UsageError, one_line
@@ -47,6 +49,24 @@ def add_parser(subparsers):
     )
     parser.add_argument("--teacher-epochs", type=launch.positive_int, default=None, help="default 8; 1 with --smoke")
     parser.add_argument(
+        "--teacher",
+        action="append",
+        default=None,
+        metavar="T.keras",
+        help=(
+            "distil this trained teacher (a .keras file of a model that outputs logits) instead of "
+            "training one; give it several times to distil an ensemble"
+        ),
+    )
+    parser.add_argument(
+        "--teacher-weights",
+        type=arguments.weight_list,
+        nargs="+",
+        default=None,
+        metavar="W:W:...",
+        help="with several --teacher: weight lists to search, one weight per teacher, e.g. 1:1:1 2:1:1 (default: equal)",
+    )
+    parser.add_argument(
         "--temperatures", type=launch.temperature, nargs="+", default=None, metavar="T", help="default: 1 2 4 8 16"
     )
     parser.add_argument(
@@ -90,11 +110,20 @@ def add_parser(subparsers):
 def run(args):
     """Runs the sweep with the parsed options."""
     arguments.check_distinct("--compare-seeds", args.compare_seeds)
+    teacher_paths = args.teacher or []
+    for path in teacher_paths:
+        arguments.check_model_file(path, "--teacher")
+    arguments.check_distinct("--teacher", [os.path.abspath(path) for path in teacher_paths])
+    if args.teacher_weights is not None and len(teacher_paths) < 2:
+        raise UsageError("--teacher-weights needs several --teacher files (an ensemble)")
+    if args.compare_seeds and len(teacher_paths) > 1:
+        raise UsageError("--compare-seeds compares the settings of one teacher; it does not take several --teacher")
     output_dir = output_dir_of(args)
     arguments.check_output_dir(output_dir)
     arguments.select_backend(args.backend)
-    from keras_kd.cli import tune_app
+    from keras_kd.cli import loading, tune_app
 
+    teachers = loading.load_teachers(teacher_paths) if teacher_paths else None
     learning_rates = tuple(args.learning_rates)
     try:
         tune_app.tune(
@@ -114,6 +143,8 @@ def run(args):
             smoke=args.smoke,
             seed=args.seed,
             compare_seeds=tuple(args.compare_seeds),
+            teachers=teachers,
+            teacher_weights=args.teacher_weights,
         )
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(one_line(error)) from None

@@ -46,6 +46,8 @@ def tune(
     smoke=False,
     seed=0,
     compare_seeds=(),
+    teachers=None,
+    teacher_weights=None,
     verbose=1,
     print_fn=print,
 ):
@@ -94,6 +96,12 @@ def tune(
         seed: Seed of the teacher, of every student's initial weights, of the
             batch order and of the search.
         compare_seeds: Seeds for `compare_with_default` (empty: skip it).
+        teachers: A trained teacher, or a list of them (an ensemble), to
+            distil instead of training one (step 2 is skipped); each takes
+            the dataset's images and outputs its classes.
+        teacher_weights: With a list of teachers, the weight lists to
+            search (`keras_kd.tuning.DistillationHyperModel`'s
+            `teacher_weights`); None weighs them equally.
         verbose: Keras Tuner's and Keras's verbosity (0, 1 or 2).
         print_fn: Receives the summary lines.
 
@@ -109,11 +117,25 @@ def tune(
     teacher_epochs = teacher_epochs or (1 if smoke else 8)
     worker = _is_distributed_worker()
     overwrite = overwrite and not worker
+    if compare_seeds and isinstance(teachers, (list, tuple)):
+        raise ValueError(
+            "compare_seeds compares one teacher's tuned and default (T, alpha); it does not take several "
+            "teachers. Compare an ensemble's students with keras_kd.report.compare."
+        )
     os.makedirs(output_dir, exist_ok=True)
     train, validation_rows, test = _split_data(dataset, data_dir, smoke)
-    teacher = prepare_teacher(
-        os.path.join(output_dir, TEACHER_FILE), dataset, train, teacher_epochs, batch_size, seed, overwrite, print_fn
-    )
+    teacher = teachers
+    if teacher is None:
+        teacher = prepare_teacher(
+            os.path.join(output_dir, TEACHER_FILE),
+            dataset,
+            train,
+            teacher_epochs,
+            batch_size,
+            seed,
+            overwrite,
+            print_fn,
+        )
     image_shape, num_classes = datasets.image_shape(dataset), datasets.num_classes(dataset)
     hypermodel = tuning.DistillationHyperModel(
         teacher,
@@ -124,6 +146,7 @@ def tune(
         alphas=alphas,
         learning_rate=learning_rate,
         temperature_decay=temperature_decay,
+        teacher_weights=teacher_weights,
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
@@ -147,8 +170,9 @@ def tune(
     completed = sum(row["status"] == "COMPLETED" for row in rows)
     print_fn(f"{completed} trials completed; results in {results['paths']['csv']}, {results['paths']['heatmap']}")
     if best is not None:
+        weights = f", teacher_weights={best['teacher_weights']}" if "teacher_weights" in best else ""
         print_fn(
-            f"Best: temperature={best['temperature']:g}, alpha={best['alpha']:g} -> "
+            f"Best: temperature={best['temperature']:g}, alpha={best['alpha']:g}{weights} -> "
             f"validation accuracy {100 * best[tuning.OBJECTIVE]:.2f}% (trial {best['trial_id']})"
         )
     if compare_seeds and best is not None:

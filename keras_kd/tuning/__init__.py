@@ -2,7 +2,8 @@
 
 - `hypermodel`: `DistillationHyperModel` (a `keras_tuner.HyperModel` that
   builds and trains one `keras_kd.Distiller` per trial, all from one run of
-  the teacher) and `Range`, a continuous search range.
+  the teacher, or of each teacher of an ensemble, whose weights it can
+  search too) and `Range`, a continuous search range.
 - `tuners`: `make_tuner` (GridSearch, RandomSearch, BayesianOptimization or
   Hyperband, each writing a journal of its trials; GridSearch resumes) and
   the journal's `append_journal` / `read_journal`.

@@ -1,8 +1,9 @@
 """The search space of a distillation sweep, as a Keras Tuner `HyperModel`.
 
 `DistillationHyperModel.build(hp)` makes a compiled `keras_kd.Distiller` for
-one (temperature, alpha) (and optionally a learning rate and a temperature
-decay); `fit(hp, model, ...)` trains it. The frozen teacher runs once per
+one (temperature, alpha) (and optionally a learning rate, a temperature
+decay, and the weights of an ensemble's teachers); `fit(hp, model, ...)`
+trains it. The frozen teacher runs once per
 sweep: its logits on the training and validation rows go into a
 `keras_kd.cache.TeacherCache` at the first trial, and every trial trains
 from that cache. Each trial starts from the same student weights and sees
@@ -17,7 +18,7 @@ import numbers
 import keras
 import numpy as np
 
-from keras_kd import validation
+from keras_kd import ensemble, validation
 from keras_kd._optional import import_optional
 from keras_kd.cache import TeacherCache
 from keras_kd.distiller import Distiller
@@ -51,10 +52,15 @@ class DistillationHyperModel(keras_tuner.HyperModel):
 
     Hyperparameters (Keras Tuner names): `temperature`, `alpha`, and, when
     given as lists or ranges, `learning_rate`; `temperature_decay` (a
-    Boolean) when `temperature_decay="tune"`.
+    Boolean) when `temperature_decay="tune"`; for several teachers,
+    `teacher_weights` (a choice among weight lists, named like `"1:1:2"`)
+    or `teacher_weight_0`, `teacher_weight_1`, ... (one per teacher, from a
+    `Range`).
 
     Args:
-        teacher: The trained teacher, a `keras.Model` that outputs logits.
+        teacher: The trained teacher, a `keras.Model` that outputs logits,
+            or a list of them: an ensemble distilled into each student (see
+            `keras_kd.Distiller`), whose teachers all run once per sweep.
         student_builder: A callable with no arguments that returns a new,
             untrained student `keras.Model` (logits out).
         train_data: `(x, y)` arrays to train each student on.
@@ -68,6 +74,13 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         temperature_decay: `False` (constant T), `True` (T moves linearly to
             1 over `epochs` epochs, as in seed 002's 5 -> 1), or `"tune"` (try
             both).
+        teacher_weights: With several teachers: None (equal, not searched);
+            one weight per teacher (fixed); a list of such weight lists
+            (searched: a choice among them); or a `Range` (searched: each
+            teacher's weight drawn from it on its own, `min_value` > 0).
+            The Distiller normalizes the weights to sum to 1.
+        ensemble_target: With several teachers, the Distiller's
+            `ensemble_target` (`"probabilities"` or `"log_probabilities"`).
         epochs: Epochs per trial (Hyperband sets its own).
         batch_size: Batch size of training and validation.
         seed: Seed of the student's initial weights and of the batch order,
@@ -77,12 +90,16 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             trial's step can take longer than training it).
 
     Raises:
-        TypeError: for a teacher that is not a `keras.Model`, a student
+        TypeError: for a teacher that is not a `keras.Model` (or a list of
+            them), teacher weights that are not numbers, a student
             builder that is not callable or does not return a `keras.Model`,
             or hyperparameter values that are not numbers.
         ValueError: for temperatures <= 0, alphas outside [0, 1], empty or
             repeated value lists, a bad `Range`, data of mismatched lengths,
-            or a student whose inputs or outputs do not fit the teacher.
+            a student whose inputs or outputs do not fit the teacher,
+            teachers that cannot form an ensemble, teacher weights without
+            several teachers, or weight lists the Distiller refuses (not one
+            weight per teacher, negative, all zero).
 
     Example:
 
@@ -124,6 +141,8 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         alphas=DEFAULT_ALPHAS,
         learning_rate=1e-3,
         temperature_decay=False,
+        teacher_weights=None,
+        ensemble_target="probabilities",
         epochs=5,
         batch_size=64,
         seed=0,
@@ -131,7 +150,10 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         name="distillation",
     ):
         super().__init__(name=name, tunable=True)
-        validation.check_model("teacher", teacher)
+        if isinstance(teacher, (list, tuple)):
+            teacher = ensemble.check_teachers(teacher, None, ensemble_target)[0]
+        else:
+            validation.check_model("teacher", teacher)
         if not callable(student_builder) or isinstance(student_builder, keras.Model):
             raise TypeError(
                 "`student_builder` must be a callable with no arguments that "
@@ -148,13 +170,15 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         if temperature_decay not in (False, True, "tune"):
             raise ValueError(f"`temperature_decay` must be False, True or 'tune'; got {temperature_decay!r}.")
         self.temperature_decay = temperature_decay
+        self.ensemble_target = ensemble_target
+        self.teacher_weights = _check_teacher_weights(teacher_weights, teacher, ensemble_target)
         self.epochs = validation.check_positive_int("epochs", epochs)
         self.batch_size = validation.check_positive_int("batch_size", batch_size)
         self.seed = seed
         self.compile_options = dict(compile_options or {})
         self._caches = None
         # Fail now, not inside a trial (Keras Tuner would log and retry it).
-        self._make_distiller(_first_value(self.temperatures), _first_value(self.alphas), False)
+        self._make_distiller(_first_value(self.temperatures), _first_value(self.alphas), False, self._weights(None))
 
     # ------------------------------------------------------------ keras_tuner API
 
@@ -166,7 +190,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         decay = self.temperature_decay
         if decay == "tune":
             decay = hp.Boolean("temperature_decay", default=False)
-        distiller = self._make_distiller(temperature, alpha, decay)
+        distiller = self._make_distiller(temperature, alpha, decay, self._weights(hp))
         distiller.compile(
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
             metrics=["accuracy"],
@@ -210,13 +234,31 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             )
         return student
 
-    def _make_distiller(self, temperature, alpha, decay):
+    def _weights(self, hp):
+        """The teacher weights of a trial, declared in `hp`; the first choice for `hp=None`."""
+        space = self.teacher_weights
+        if isinstance(space, Range):
+            if hp is None:
+                return [space.min_value] * len(self.teacher)
+            return [
+                hp.Float(f"teacher_weight_{index}", space.min_value, space.max_value, sampling=space.sampling)
+                for index in range(len(self.teacher))
+            ]
+        if isinstance(space, dict):
+            labels = tuple(space)
+            return space[labels[0] if hp is None else _declare(hp, "teacher_weights", labels)]
+        return space  # None (equal weights) or one fixed list.
+
+    def _make_distiller(self, temperature, alpha, decay, teacher_weights):
         if decay:
             steps = self.epochs * math.ceil(len(self.train_data[0]) / self.batch_size)
             temperature = keras.optimizers.schedules.PolynomialDecay(
                 temperature, decay_steps=steps, end_learning_rate=min(temperature, 1.0)
             )
-        return Distiller(self.teacher, self.make_student(), temperature=temperature, alpha=alpha)
+        options = {}
+        if isinstance(self.teacher, list):
+            options = {"teacher_weights": teacher_weights, "ensemble_target": self.ensemble_target}
+        return Distiller(self.teacher, self.make_student(), temperature=temperature, alpha=alpha, **options)
 
     def _teacher_caches(self):
         """The teacher's outputs on the training and validation rows, computed once."""
@@ -264,6 +306,48 @@ def _check_space(name, values, check):
     return checked
 
 
+def _check_teacher_weights(space, teacher, target):
+    """None, one checked weight list, a `Range` of each weight, or `{label: weight list}` to choose from."""
+    if space is None:
+        return None
+    if not isinstance(teacher, list):
+        raise ValueError(f"teacher_weights={space!r} given with one teacher; pass the teachers as a list.")
+    if isinstance(space, Range):
+        return _check_space("teacher_weights", space, _check_positive_weight)
+    if isinstance(space, (str, bytes)) or not hasattr(space, "__iter__"):
+        raise TypeError(
+            f"`teacher_weights` must be a list of {len(teacher)} weights, a list of such lists, or a "
+            f"keras_kd.tuning.Range; got {space!r} of type {type(space).__name__}."
+        )
+    space = list(space)
+    if space and all(isinstance(weight, numbers.Real) for weight in space):
+        ensemble.check_teachers(teacher, space, target)
+        return [float(weight) for weight in space]
+    if not space:
+        raise ValueError("`teacher_weights` is empty; give at least one list of weights, or None.")
+    choices = {}
+    for index, weights in enumerate(space):
+        try:
+            ensemble.check_teachers(teacher, weights, target)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"`teacher_weights[{index}]`: {error}") from None
+        label = ":".join(f"{float(weight):g}" for weight in weights)
+        if label in choices:
+            raise ValueError(f"`teacher_weights` repeats the weights {label}.")
+        choices[label] = [float(weight) for weight in weights]
+    return choices
+
+
+def _check_positive_weight(value, name):
+    value = validation.check_real_number(name, value, schedulable=False)
+    if value <= 0:
+        raise ValueError(
+            f"`{name}` must be > 0 (each teacher's weight is drawn from the range); got {value!r}. "
+            "To try dropping a teacher, list weight lists with a 0 instead."
+        )
+    return value
+
+
 def _check_learning_rate(value, name="learning_rate"):
     value = validation.check_real_number(name, value, schedulable=False)
     if value <= 0:
@@ -278,7 +362,7 @@ def _declare(hp, name, space):
     if isinstance(space, tuple):
         if len(space) == 1:
             return hp.Fixed(name, space[0])
-        return hp.Choice(name, list(space), ordered=True)
+        return hp.Choice(name, list(space))  # Ordered for numbers (Keras Tuner infers it), not for labels.
     return space  # A fixed float: not a hyperparameter of the search.
 
 
