@@ -13,34 +13,64 @@ and the hashes show whether two runs read the same bytes.
 Models (vocabulary: the 256 byte values; keras layers only): a pre-norm
 causal Transformer teacher (an embedding, a causal convolution of width 4 as
 the position signal, `--teacher-depth` blocks of causal multi-head attention
-and a 4x GELU feed-forward), trained on the next bytes; a student of the same
-shape, narrower and shallower, at least 8x fewer parameters (checked). Each
-student seed is trained for the same number of steps on the same batches four
-ways:
+and a 4x GELU feed-forward), trained for `--epochs` x `--steps-per-epoch`
+steps on the next bytes with a cosine schedule; a student of the same shape,
+narrower, at least 8x fewer parameters (checked). Training batches are random
+windows of `--context` bytes from the training files (never across two
+files); batch `b` of epoch `e` depends only on (seed, e, b).
+
+Every student trains with AdamW at a constant learning rate after
+`--warmup-steps` of linear warm-up, so that its weights after `n` steps are
+those of a run of `n` steps: one run, evaluated at checkpoints, gives every
+shorter budget. Methods, from the same initial weights and batches per seed:
 
 - labels only: `student.fit` on the next bytes (no teacher);
-- forward KL: `keras_kd.Distiller` with `keras_kd.losses.SoftTargetKL()`;
-- reverse KL: `keras_kd.losses.ReverseKL()`;
-- generalized JSD: `keras_kd.losses.GeneralizedJSD(beta=0.5)` (GKD, Agarwal et al., ICLR 2024).
+- `keras_kd.Distiller` with `keras_kd.losses.SoftTargetKL()` (forward KL),
+  `ReverseKL()` or `GeneralizedJSD(beta=0.5)` (GKD, Agarwal et al., ICLR
+  2024), T = `--temperature` (1: the teacher's own next-byte distribution),
+  the teacher run in every step ("uncached"), or its outputs read from a
+  `keras_kd.TeacherCache`, dense or top-`--top-k`, built once over a pool of
+  windows and replayed over epochs.
 
-All distilled students use T = `--temperature` (default 1, the standard for
-language models: the teacher's own next-byte distribution) and `--alpha`
-(the weight of the distillation term, `1 - alpha` weighs the next-byte
-labels). Training batches are random windows of `--context` bytes from the
-training files (never across two files), drawn from a generator seeded by
-(seed, epoch, batch); an epoch is `--steps-per-epoch` steps.
+The run has four phases:
+
+1. Settings, on the validation split only: with a seed of its own (`--seed`
+   + `--seeds`), labels only and forward KL at each alpha of `--alphas`,
+   evaluated after each budget of `--budgets` steps on `--validation-windows`
+   evenly spaced windows of the validation split. The (budget, alpha) where
+   forward KL gains most over labels only is kept for every divergence.
+2. Caches: dense and top-k, over the windows of the chosen budget's first
+   `--cache-fraction` of batches (seed `--seed`, epoch 0); each build timed.
+3. Costs: a timed calibration, interleaved over `--calibration-rounds`
+   rounds of `--calibration-steps` steps, gives the steady-state seconds per
+   step of labels only and of each divergence uncached, from the dense cache
+   and from the top-k cache (the first step of each fit, which compiles,
+   left out). Equal wall time is then enforced as step budgets: each
+   divergence's uncached run of `budget` steps defines the time T; labels
+   only gets T / (its step cost) steps, a cached run (T - its share of the
+   cache's build time) / (its step cost). Each cache is built once and serves
+   the runs of every divergence and seed, so its build time is counted once:
+   each of those runs is charged its share (the build time / the number of
+   runs).
+4. Seeds `--seed` ... on the test split: labels only for `--labels-only-factor`
+   x budget steps, evaluated at checkpoints; each divergence uncached for the
+   budget and from each cache for its equal-time steps.
 
 The measurement is held-out bits per byte: the cross-entropy of every byte of
 every test file but its first (in nats, divided by ln 2, averaged over the
 bytes), predicted in non-overlapping windows of `--context` bytes that restart
 at each file (the last window of a file is padded, with weight 0). A unigram
-model of the training bytes is given for scale.
+model of the training bytes is given for scale. Sample efficiency: the steps
+labels only needs to reach a distilled student's test bits per byte, by linear
+interpolation (in steps) between the two checkpoints of labels only that
+bracket it.
 
 Usage:
-    ./run python recipes/stdlib_byte_lm.py --backend jax
-    ./run python recipes/stdlib_byte_lm.py --smoke
+    .venv/bin/python recipes/stdlib_byte_lm.py --backend tensorflow
+    .venv/bin/python recipes/stdlib_byte_lm.py --smoke
 Writes saved_models/stdlib_byte_lm/: teacher.keras, one student per method
-(seed of `--seed`), history.json, results.json, report.md.
+at the chosen budget (seed `--seed`), history.json (the teacher's, the
+validation runs' and seed `--seed`'s logs), results.json, report.md.
 """
 
 import hashlib
@@ -56,8 +86,9 @@ RECIPE = "stdlib_byte_lm"
 CLAIM = (
     "Token-level distillation of language models (Hinton et al. 2015 applied per token; GKD, Agarwal et al. 2024; "
     "MiniLLM, Gu et al. 2024): a small student trained on the teacher's per-token distributions models held-out "
-    "text better than the same student trained on the next tokens alone, at the same number of steps. Measured "
-    "here on bytes of Python source; no published number is reproduced."
+    "text better than the same student trained on the next tokens alone, at the same number of steps; at the same "
+    "wall time only if the teacher's outputs are cheap (cached). Measured here on bytes of Python source; no "
+    "published number is reproduced."
 )
 VOCABULARY = 256
 # Every top-level module of CPython 3.11's Lib/ but the build-specific
@@ -84,7 +115,12 @@ STDLIB_MODULES = tuple(
 HELD_OUT_EVERY = 10  # Files 10, 20, ... (1-based, in name order) are the test split,
 VALIDATION_OFFSET = 5  # and files 5, 15, ... the validation split.
 MIN_SIZE_RATIO = 8  # The student has at least 8x fewer parameters than the teacher.
-METHODS = ("labels only", "forward KL", "reverse KL", "generalized JSD (beta=0.5)")
+DIVERGENCES = ("forward KL", "reverse KL", "generalized JSD (beta=0.5)")
+METHODS = ("labels only", *DIVERGENCES)
+TEACHER_SOURCES = ("uncached", "dense cache", "top-k cache")
+# Where labels only is evaluated, as multiples of the chosen budget (plus its equal-time steps).
+CHECKPOINT_FRACTIONS = (0.5, 1.0, 1.5, 2.0, 3.0)
+BOUND_SIGNS = {"=": "", "<=": "≤", ">": ">"}  # How `steps_to_reach` bounds print.
 # --smoke: a few steps of tiny models on short windows, scored on a few windows.
 SMOKE_SETTINGS = {
     "context": 16,
@@ -96,14 +132,20 @@ SMOKE_SETTINGS = {
     "student_depth": 1,
     "heads": 2,
     "seeds": 1,
+    "budgets": [2, 4],
+    "warmup_steps": 1,
+    "top_k": 4,
+    "calibration_steps": 2,
+    "calibration_rounds": 1,
+    "labels_only_factor": 2.0,
     "max_eval_windows": 8,
+    "validation_windows": 8,
 }
 
 
 def add_arguments(parser):
-    support.add_training_arguments(parser, batch_size=32, learning_rate=2e-3, temperature=1.0, alpha=0.5)
-    parser.add_argument("--teacher-epochs", type=int, default=6, help="default 6")
-    parser.add_argument("--steps-per-epoch", type=int, default=100, help="optimizer steps per epoch (default 100)")
+    support.add_training_arguments(parser, batch_size=32, learning_rate=2e-3, temperature=1.0, alpha=None)
+    parser.add_argument("--steps-per-epoch", type=int, default=100, help="teacher steps per epoch (default 100)")
     parser.add_argument("--context", type=int, default=64, help="bytes per window (default 64)")
     parser.add_argument("--teacher-width", type=int, default=128, help="default 128")
     parser.add_argument("--teacher-depth", type=int, default=2, help="Transformer blocks (default 2)")
@@ -112,9 +154,28 @@ def add_arguments(parser):
     parser.add_argument("--heads", type=int, default=4, help="attention heads of both models (default 4)")
     parser.add_argument("--seeds", type=int, default=3, help="student seeds --seed, --seed+1, ... (default 3)")
     parser.add_argument(
-        "--split", choices=("test", "validation"), default="test", help="what to score (validation: for choosing)"
+        "--budgets", type=int, nargs="+", default=[75, 150, 300], help="student steps to choose from (validation)"
     )
-    parser.add_argument("--max-eval-windows", type=int, default=None, help="score only the first N windows")
+    parser.add_argument(
+        "--alphas", type=float, nargs="+", default=[0.5, 1.0], help="alphas to choose from (ignored with --alpha)"
+    )
+    parser.add_argument("--warmup-steps", type=int, default=25, help="students' linear warm-up (default 25)")
+    parser.add_argument("--top-k", type=int, default=16, help="logits kept per byte by the top-k cache (default 16)")
+    parser.add_argument(
+        "--cache-fraction",
+        type=float,
+        default=0.5,
+        help="the caches hold the windows of this fraction of the budget's batches (default 0.5)",
+    )
+    parser.add_argument("--calibration-steps", type=int, default=12, help="timed steps per round (default 12)")
+    parser.add_argument("--calibration-rounds", type=int, default=3, help="default 3")
+    parser.add_argument(
+        "--labels-only-factor", type=float, default=3.0, help="labels only trains this x the budget (default 3)"
+    )
+    parser.add_argument(
+        "--validation-windows", type=int, default=2048, help="evenly spaced validation windows scored (default 2048)"
+    )
+    parser.add_argument("--max-eval-windows", type=int, default=None, help="score only the first N test windows")
 
 
 def stdlib_files(directory=None):
@@ -201,10 +262,12 @@ def bits_per_byte(model, x, y, sample_weight, batch_size=256):
     total_nats, total_bytes = 0.0, 0.0
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
-        logits = np.asarray(model.predict_on_batch(x[start:stop]), dtype="float64")
-        log_normalizer = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        logits = np.asarray(model.predict_on_batch(x[start:stop]), dtype="float32")
+        largest = logits.max(-1, keepdims=True)
+        log_normalizer = np.log(np.exp(logits - largest).sum(-1)) + largest[..., 0]
         label_logits = np.take_along_axis(logits, y[start:stop, :, None], axis=-1)[..., 0]
-        total_nats += float(((log_normalizer - label_logits) * sample_weight[start:stop]).sum())
+        nats = (log_normalizer - label_logits).astype("float64")
+        total_nats += float((nats * sample_weight[start:stop]).sum())
         total_bytes += float(sample_weight[start:stop].sum())
     return total_nats / total_bytes / math.log(2)
 
@@ -276,26 +339,152 @@ def random_windows(files, *, context, batch_size, steps_per_epoch, seed):
     return RandomWindows()
 
 
-def fit(model, dataset, *, epochs, learning_rate, steps_per_epoch):
-    """Trains a logits model (sparse cross-entropy) or a Distiller (its own loss) with AdamW; returns logs and seconds."""
+def history_logs(history):
+    return {name: [float(value) for value in values] for name, values in history.history.items()}
+
+
+def compile_for_training(model, schedule):
+    """Compiles a logits model (sparse cross-entropy) or a Distiller (its own loss) with AdamW on `schedule`."""
     import keras
 
     from keras_kd import Distiller
+
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0)
+    if isinstance(model, Distiller):
+        model.compile(optimizer=optimizer)
+    else:
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def train_teacher(teacher, dataset, *, epochs, steps_per_epoch, learning_rate):
+    """Trains the teacher with warm-up and cosine decay over all its steps; returns logs and seconds."""
+    import keras
 
     steps = epochs * steps_per_epoch
     warmup = max(1, steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=steps - warmup, warmup_target=learning_rate, warmup_steps=warmup
     )
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0)
-    if isinstance(model, Distiller):
-        model.compile(optimizer=optimizer)
-    else:
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    compile_for_training(teacher, schedule)
     started = time.perf_counter()
-    history = model.fit(dataset, epochs=epochs, verbose=2)
-    seconds = time.perf_counter() - started
-    return {name: [float(value) for value in values] for name, values in history.history.items()}, seconds
+    history = teacher.fit(dataset, epochs=epochs, verbose=2)
+    return history_logs(history), time.perf_counter() - started
+
+
+def constant_rate(learning_rate, warmup_steps):
+    """Linear warm-up to `learning_rate`, then constant (a cosine whose floor, alpha=1, is its start)."""
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate, warmup_steps=max(1, warmup_steps)
+    )
+
+
+def step_clock(student, steps, checkpoints=()):
+    """A callback that ends `fit` after `steps` steps, keeps `student`'s weights after each step in
+    `checkpoints`, and records when every step ended."""
+    import keras
+
+    checkpoints = set(checkpoints)
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+            self.weights = {}
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+            if len(self.times) in checkpoints:
+                if keras.config.backend() == "jax":
+                    self.model.jax_state_sync()  # JAX's fit keeps the weights apart from the variables.
+                self.weights[len(self.times)] = student.get_weights()
+            if len(self.times) >= steps:
+                self.model.stop_training = True
+
+        def step_seconds(self):
+            """Median seconds per step; the first step (which compiles) is left out."""
+            import numpy as np
+
+            return float(np.median(np.diff(self.times))) if len(self.times) > 1 else float("nan")
+
+        def seconds(self, steps):
+            """Seconds the first `steps` steps took at the pace of steps 2..`steps` (compilation left out)."""
+            if steps < 2:
+                return float("nan")
+            return (self.times[steps - 1] - self.times[0]) * steps / (steps - 1)
+
+    return StepClock()
+
+
+def train_steps(model, student, dataset, *, steps, batches_per_epoch, learning_rate, warmup_steps, checkpoints=()):
+    """Trains exactly `steps` steps at a constant rate after warm-up; returns logs, the `step_clock` and fit seconds."""
+    compile_for_training(model, constant_rate(learning_rate, warmup_steps))
+    clock = step_clock(student, steps, checkpoints)
+    started = time.perf_counter()
+    history = model.fit(dataset, epochs=-(-steps // batches_per_epoch), callbacks=[clock], verbose=0)
+    return history_logs(history), clock, time.perf_counter() - started
+
+
+def make_distiller(teacher, student, divergence, *, alpha, temperature):
+    import keras_kd
+
+    losses = {
+        "forward KL": keras_kd.losses.SoftTargetKL,
+        "reverse KL": keras_kd.losses.ReverseKL,
+        "generalized JSD (beta=0.5)": lambda: keras_kd.losses.GeneralizedJSD(beta=0.5),
+    }
+    return keras_kd.Distiller(
+        teacher, student, temperature=temperature, alpha=alpha, distillation_loss=losses[divergence]()
+    )
+
+
+def scores_at(student, weights_by_step, x, y, sample_weight):
+    """`{steps: bits per byte}` of `student` with each of its checkpoints' weights."""
+    scores = {}
+    for steps, weights in sorted(weights_by_step.items()):
+        student.set_weights(weights)
+        scores[steps] = bits_per_byte(student, x, y, sample_weight)
+    return scores
+
+
+def steps_to_reach(curve, target):
+    """Steps labels only needs to reach `target` bits per byte, from its checkpoints `curve` (`{steps: bpb}`).
+
+    Linear interpolation (in steps) between the last checkpoint above the
+    target and the first at or below it. Returns `{"steps", "bound"}`: bound
+    `"="` for an interpolated value, `"<="` when the first checkpoint is
+    already at or below the target, `">"` when none reaches it (steps: the
+    last checkpoint).
+    """
+    points = sorted(curve.items())
+    if points[0][1] <= target:
+        return {"steps": points[0][0], "bound": "<="}
+    for (steps_before, before), (steps_after, after) in zip(points, points[1:]):
+        if after <= target:
+            return {
+                "steps": steps_before + (before - target) / (before - after) * (steps_after - steps_before),
+                "bound": "=",
+            }
+    return {"steps": points[-1][0], "bound": ">"}
+
+
+def calibrate(runs, *, steps, rounds):
+    """Median seconds per step of each of `runs`, `{name: (compiled model, student, dataset, batches per epoch)}`.
+
+    Each is fitted `rounds` times for `steps` + 1 steps, the runs taking
+    turns, so that a change in the machine's load falls on all of them.
+    """
+    import numpy as np
+
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (model, student, dataset, batches) in runs.items():
+            clock = step_clock(student, steps + 1)
+            model.fit(dataset, epochs=-(-(steps + 1) // batches), callbacks=[clock], verbose=0)
+            seconds[name].append(clock.step_seconds())
+    return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 def mean_std(values):
@@ -305,163 +494,437 @@ def mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def mean_std_text(values, digits=3):
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def check_arguments(args):
+    problems = []
+    if any(budget < 2 for budget in args.budgets):
+        problems.append(f"--budgets {args.budgets}: every budget must be at least 2 steps")
+    if not 0 < args.cache_fraction <= 1:
+        problems.append(f"--cache-fraction {args.cache_fraction}: must be in (0, 1]")
+    if args.labels_only_factor < 1:
+        problems.append(f"--labels-only-factor {args.labels_only_factor}: must be at least 1")
+    if not all(0 <= alpha <= 1 for alpha in ([args.alpha] if args.alpha is not None else args.alphas)):
+        problems.append(f"--alpha/--alphas {args.alpha or args.alphas}: alphas must be in [0, 1]")
+    if args.calibration_steps < 2 or args.calibration_rounds < 1:
+        problems.append("--calibration-steps must be at least 2 and --calibration-rounds at least 1")
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
+
+
+def report_tables(args, settings, *, grid, gains, teacher_bpb, unigram, parameters, runs, equal_time, **costs):
+    """The recipe's markdown: the validation grid, the test split at equal steps and at equal wall time."""
+    import numpy as np
+
+    budget, alpha = settings["budget"], settings["alpha"]
+    teacher_parameters, student_parameters = parameters
+    seeds = f"seeds {args.seed}-{args.seed + args.seeds - 1}"
+    budgets = sorted(grid["labels only"])
+    alphas = [name.split("=")[1] for name in grid if name != "labels only"]
+    rows = [
+        [
+            steps,
+            f"{grid['labels only'][steps]:.3f}",
+            *(
+                f"{grid[f'forward KL, alpha={value}'][steps]:.3f} ({-gains[(steps, float(value))]:+.3f})"
+                + (" **chosen**" if (steps, float(value)) == (budget, alpha) else "")
+                for value in alphas
+            ),
+        ]
+        for steps in budgets
+    ]
+    validation_table = support.markdown_table(
+        ["Steps", "labels only", *(f"forward KL, alpha={value} (vs labels only)" for value in alphas)], rows
+    )
+
+    labels = np.array([run["bits_per_byte"] for run in runs["labels only"]])
+    rows = [
+        ["unigram of the training bytes", "-", f"{unigram:.3f}", "", "", "", ""],
+        [
+            f"teacher ({args.teacher_depth}x{args.teacher_width})",
+            f"{teacher_parameters:,}",
+            f"{teacher_bpb['test']:.3f}",
+            "",
+            "",
+            "",
+            "",
+        ],
+    ]
+    for method, method_runs in runs.items():
+        scores = np.array([run["bits_per_byte"] for run in method_runs])
+        row = [
+            f"student ({args.student_depth}x{args.student_width}): {method}",
+            f"{student_parameters:,}",
+            mean_std_text(scores),
+            ", ".join(f"{score:.3f}" for score in scores),
+        ]
+        if method == "labels only":
+            row += ["", "", ""]
+        else:
+            closed = (labels - scores) / (labels - teacher_bpb["test"]) * 100
+            reached = [run["labels_only_steps_to_reach"] for run in method_runs]
+            row += [
+                mean_std_text(scores - labels),
+                mean_std_text(closed, 1),
+                ", ".join(f"{BOUND_SIGNS[item['bound']]}{item['steps']:.0f}" for item in reached),
+            ]
+        rows.append(row)
+    equal_steps_table = support.markdown_table(
+        [
+            "Model",
+            "Parameters",
+            f"Test bits per byte (mean ± std, {args.seeds} seeds)",
+            "Per seed",
+            "Paired vs labels only",
+            "Teacher gap closed (%)",
+            "Labels-only steps to reach it, per seed",
+        ],
+        rows,
+    )
+
+    step_cost, build_seconds, cache_bytes = costs["step_cost"], costs["build_seconds"], costs["cache_bytes"]
+    rows = []
+    for divergence in DIVERGENCES:
+        reference = np.array([run["bits_per_byte"] for run in equal_time[f"labels only, the time of {divergence}"]])
+        for name in (f"labels only, the time of {divergence}", *(f"{divergence}, {s}" for s in TEACHER_SOURCES)):
+            records = equal_time[name]
+            steps = costs["equal_time_steps"][name]
+            cost_name = "labels only" if name.startswith("labels only") else name
+            build = next((seconds for source, seconds in costs["build_share"].items() if name.endswith(source)), 0.0)
+            charged = steps * step_cost[cost_name] + build
+            measured = mean_std([record["seconds"] for record in records])[0] if steps else 0.0
+            if steps:
+                scores = np.array([record["bits_per_byte"] for record in records])
+                score_cells = [mean_std_text(scores), mean_std_text(scores - reference)]
+            else:
+                score_cells = ["(no steps left after the build)", ""]
+            rows.append(
+                [
+                    name,
+                    steps,
+                    f"{step_cost[cost_name] * 1000:.0f}",
+                    f"{build:.1f}" if build else "",
+                    f"{charged:.1f}",
+                    f"{measured:.1f}",
+                    *score_cells,
+                ]
+            )
+    equal_time_table = support.markdown_table(
+        [
+            "Student",
+            "Steps",
+            "ms per step (calibrated)",
+            "Share of the cache build s",
+            "Charged s",
+            "Measured s (mean)",
+            f"Test bits per byte (mean ± std, {args.seeds} seeds)",
+            "Paired vs labels only",
+        ],
+        rows,
+    )
+    cache_sizes = ", ".join(f"{source} {size / 2**20:.1f} MiB" for source, size in cache_bytes.items())
+    text = (
+        f"Teacher: {args.epochs * args.steps_per_epoch} steps (cosine); validation {teacher_bpb['validation']:.3f}, "
+        f"test {teacher_bpb['test']:.3f} bits per byte. Students: batches of {args.batch_size} windows of "
+        f"{args.context} bytes, AdamW {args.learning_rate} constant after {args.warmup_steps} warm-up steps, "
+        f"T={args.temperature}. Teacher/student parameters: {teacher_parameters / student_parameters:.1f}x.\n\n"
+        f"### 1. Budget and alpha, on the validation split (seed {args.seed + args.seeds}; "
+        f"{args.validation_windows} evenly spaced windows)\n\n{validation_table}\n\n"
+        f"Chosen: {budget} steps, alpha={alpha} (the largest gain of forward KL over labels only); "
+        "used for every divergence below.\n\n"
+        f"### 2. Test split, {budget} steps each ({seeds})\n\n{equal_steps_table}\n\n"
+        f"Labels only is evaluated after {settings['checkpoints']} steps (one run of "
+        f"{settings['labels_only_steps']} steps); the steps it needs are interpolated linearly between the two "
+        "checkpoints around the distilled student's score (≤: already at the first, >: not by the last).\n\n"
+        f"### 3. Test split at equal wall time ({seeds})\n\n{equal_time_table}\n\n"
+        f"Each divergence's uncached run of {budget} steps sets the time; the other runs get the steps that fit in "
+        "it at their calibrated cost per step, the cached runs after their share of their cache's build "
+        f"(built once: dense {build_seconds['dense cache']:.1f} s, top-k {build_seconds['top-k cache']:.1f} s, "
+        f"shared by the {len(DIVERGENCES) * args.seeds} runs of each). Caches over {settings['pool_windows']:,} windows ({cache_sizes}), top-{args.top_k} with its "
+        f"tail set for T={args.temperature}. Measured s: the runs' own steps at their steady pace (plus the build), "
+        "compilation left out."
+    )
+    return text
+
+
 def main(argv=None):
     args = support.parse_args(
-        RECIPE, __doc__.splitlines()[0], argv, epochs=2, datasets=("stdlib",), add_arguments=add_arguments
+        RECIPE, __doc__.splitlines()[0], argv, epochs=6, datasets=("stdlib",), add_arguments=add_arguments
     )
     if args.smoke:
         for key, value in SMOKE_SETTINGS.items():
             setattr(args, key, value)
-    teacher_epochs = args.teacher_epochs
+    check_arguments(args)
     keras = support.select_backend(args.backend)
+    import numpy as np
+
     import keras_kd
 
+    load_at_start = os.getloadavg()
     splits = split_files(stdlib_files())
-    x_test, y_test, weight_test = held_out_windows(splits[args.split], args.context)
+    x_test, y_test, weight_test = held_out_windows(splits["test"], args.context)
     if args.max_eval_windows:
         x_test, y_test, weight_test = (array[: args.max_eval_windows] for array in (x_test, y_test, weight_test))
+    test = (x_test, y_test, weight_test)
+    validation = held_out_windows(splits["validation"], args.context)
+    spread = np.unique(np.linspace(0, len(validation[0]) - 1, args.validation_windows).round().astype(int))
+    validation = tuple(array[spread] for array in validation)
     corpus = {name: describe_split(files) for name, files in splits.items()}
     scored_bytes = int(weight_test.sum())
     description = (
         f"Python {'.'.join(sysconfig.get_python_version().split('.')[:2])} standard library, "
         f"{len(STDLIB_MODULES)} top-level modules: {corpus['train']['bytes']:,} training bytes "
-        f"({len(splits['train'])} files), {args.split} split {corpus[args.split]['bytes']:,} bytes "
-        f"({len(splits[args.split])} files), {scored_bytes:,} bytes scored"
+        f"({len(splits['train'])} files), test split {corpus['test']['bytes']:,} bytes "
+        f"({len(splits['test'])} files), {scored_bytes:,} bytes scored"
     )
     if args.smoke:
         description += " (smoke test: a few steps, a few windows; not a result)"
-    data = support.Data(None, None, x_test, y_test, description, is_stand_in=False)
-    load_at_start = os.getloadavg()
-    output = support.RecipeOutput(args, data, CLAIM)
+    output = support.RecipeOutput(args, support.Data(None, None, x_test, y_test, description), CLAIM)
 
-    def windows(seed):
+    def windows(seed, steps_per_epoch=args.steps_per_epoch):
         return random_windows(
             splits["train"],
             context=args.context,
             batch_size=args.batch_size,
-            steps_per_epoch=args.steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
             seed=seed,
         )
 
+    def new_student(seed):
+        keras.utils.set_random_seed(seed)
+        return byte_transformer(args.context, args.student_width, args.student_depth, args.heads, "student")
+
+    def fresh(initial, seed):
+        student = support.same_initial_weights(initial)
+        keras.utils.set_random_seed(seed)  # The same batch order and dropout-free updates per seed.
+        return student
+
+    def fit_student(model, student, data, steps, checkpoints=()):
+        dataset, batches = data
+        return train_steps(
+            model,
+            student,
+            dataset,
+            steps=steps,
+            batches_per_epoch=batches,
+            learning_rate=args.learning_rate,
+            warmup_steps=args.warmup_steps,
+            checkpoints=checkpoints,
+        )
+
+    def distiller(student, divergence, alpha):
+        return make_distiller(teacher, student, divergence, alpha=alpha, temperature=args.temperature)
+
     keras.utils.set_random_seed(args.seed)
     teacher = byte_transformer(args.context, args.teacher_width, args.teacher_depth, args.heads, "teacher")
-    teacher_history, teacher_seconds = fit(
+    teacher_history, teacher_seconds = train_teacher(
         teacher,
         windows(args.seed),
-        epochs=teacher_epochs,
-        learning_rate=args.learning_rate,
+        epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
+        learning_rate=args.learning_rate,
     )
     output.add_history("teacher", teacher_history)
-    teacher_bpb = bits_per_byte(teacher, x_test, y_test, weight_test)
-    print(f"teacher: {teacher_bpb:.4f} bits per byte in {teacher_seconds:.0f} s", flush=True)
+    teacher_bpb = {"validation": bits_per_byte(teacher, *validation), "test": bits_per_byte(teacher, *test)}
+    print(f"teacher: {teacher_bpb} bits per byte, trained in {teacher_seconds:.0f} s", flush=True)
+    teacher_parameters = support.parameter_count(teacher)
+    student_parameters = support.parameter_count(new_student(args.seed))
+    if teacher_parameters / student_parameters < MIN_SIZE_RATIO and not args.smoke:
+        raise ValueError(
+            f"The student has {student_parameters:,} parameters, only {teacher_parameters / student_parameters:.1f}x "
+            f"fewer than the teacher's {teacher_parameters:,}; the recipe needs >= {MIN_SIZE_RATIO}x "
+            "(a smaller --student-width or --student-depth)."
+        )
 
-    losses = {
-        "forward KL": keras_kd.losses.SoftTargetKL(),
-        "reverse KL": keras_kd.losses.ReverseKL(),
-        "generalized JSD (beta=0.5)": keras_kd.losses.GeneralizedJSD(beta=0.5),
+    # 1. Budget and alpha, on the validation split, with a seed of their own.
+    grid_seed = args.seed + args.seeds
+    alphas = [args.alpha] if args.alpha is not None else list(args.alphas)
+    budgets = sorted(set(args.budgets))
+    initial = new_student(grid_seed)
+    grid = {}
+    for alpha in [None, *alphas]:
+        student = fresh(initial, grid_seed)
+        model = student if alpha is None else distiller(student, "forward KL", alpha)
+        history, clock, _ = fit_student(
+            model, student, (windows(grid_seed), args.steps_per_epoch), budgets[-1], checkpoints=budgets
+        )
+        name = "labels only" if alpha is None else f"forward KL, alpha={alpha}"
+        output.add_history(f"validation: {name} seed {grid_seed}", history)
+        grid[name] = scores_at(student, clock.weights, *validation)
+        print(f"validation, {name}: {grid[name]}", flush=True)
+    gains = {
+        (steps, alpha): grid["labels only"][steps] - grid[f"forward KL, alpha={alpha}"][steps]
+        for steps in budgets
+        for alpha in alphas
     }
-    runs = {method: [] for method in METHODS}
-    saved = {"teacher": teacher}
-    student_parameters = None
-    for seed in range(args.seed, args.seed + args.seeds):
-        keras.utils.set_random_seed(seed)
-        initial = byte_transformer(args.context, args.student_width, args.student_depth, args.heads, "student")
-        if student_parameters is None:
-            student_parameters = support.parameter_count(initial)
-            ratio = support.parameter_count(teacher) / student_parameters
-            if ratio < MIN_SIZE_RATIO and not args.smoke:
-                raise ValueError(
-                    f"The student has {student_parameters:,} parameters, only {ratio:.1f}x fewer than the "
-                    f"teacher's {support.parameter_count(teacher):,}; the recipe needs >= {MIN_SIZE_RATIO}x "
-                    "(a smaller --student-width or --student-depth)."
-                )
-        for method in METHODS:
-            student = support.same_initial_weights(initial)
-            keras.utils.set_random_seed(seed)
-            if method == "labels only":
-                trained = student
-            else:
-                trained = keras_kd.Distiller(
-                    teacher,
-                    student,
-                    temperature=args.temperature,
-                    alpha=args.alpha,
-                    distillation_loss=losses[method],
-                )
-            history, seconds = fit(
-                trained,
-                windows(seed),
-                epochs=args.epochs,
-                learning_rate=args.learning_rate,
-                steps_per_epoch=args.steps_per_epoch,
+    budget, alpha = max(sorted(gains), key=gains.get)
+    print(f"chosen on validation: {budget} steps, alpha={alpha}", flush=True)
+
+    # 2. The caches, over the windows of the budget's first batches, each build timed.
+    pool_batches = max(1, round(budget * args.cache_fraction))
+    pool = windows(args.seed, steps_per_epoch=pool_batches)
+    x_pool = np.concatenate([pool[index][0] for index in range(pool_batches)])
+    y_pool = np.concatenate([pool[index][1] for index in range(pool_batches)])
+    caches, build_seconds = {}, {}
+    for source, top_k in (("dense cache", None), ("top-k cache", args.top_k)):
+        options = {} if top_k is None else {"top_k": top_k, "tail_temperature": args.temperature}
+        started = time.perf_counter()
+        caches[source] = keras_kd.TeacherCache.build(teacher, x_pool, **options)
+        build_seconds[source] = time.perf_counter() - started
+        print(f"{source}: {caches[source].nbytes:,} bytes, built in {build_seconds[source]:.1f} s", flush=True)
+
+    def training_data(source, seed):
+        if source == "uncached":
+            return windows(seed), args.steps_per_epoch
+        return caches[source].dataset(x_pool, y_pool, batch_size=args.batch_size, seed=seed), pool_batches
+
+    # 3. What a step of each costs, and so the step budgets at equal wall time.
+    initial = new_student(grid_seed)
+    student = fresh(initial, grid_seed)
+    calibration = {"labels only": (student, student, *training_data("uncached", grid_seed))}
+    for divergence in DIVERGENCES:
+        for source in TEACHER_SOURCES:
+            student = fresh(initial, grid_seed)
+            calibration[f"{divergence}, {source}"] = (
+                distiller(student, divergence, alpha),
+                student,
+                *training_data(source, grid_seed),
             )
-            output.add_history(f"{method} seed {seed}", history)
-            score = bits_per_byte(student, x_test, y_test, weight_test)
-            runs[method].append({"seed": seed, "bits_per_byte": score, "seconds": round(seconds, 1)})
-            print(f"{method}, seed {seed}: {score:.4f} bits per byte in {seconds:.0f} s", flush=True)
-            if seed == args.seed:
-                saved["student_" + method.split(" (")[0].replace(" ", "_")] = student
+    for model, *_ in calibration.values():
+        compile_for_training(model, constant_rate(args.learning_rate, args.warmup_steps))
+    step_cost = calibrate(calibration, steps=args.calibration_steps, rounds=args.calibration_rounds)
+    print(f"seconds per step: {step_cost}", flush=True)
+    time_limit = {divergence: budget * step_cost[f"{divergence}, uncached"] for divergence in DIVERGENCES}
+    # One cache serves all its runs (each divergence, each seed): its build is counted once, shared among them.
+    build_share = {source: seconds / (len(DIVERGENCES) * args.seeds) for source, seconds in build_seconds.items()}
+    equal_time_steps = {}
+    for divergence in DIVERGENCES:
+        equal_time_steps[f"labels only, the time of {divergence}"] = max(
+            1, int(time_limit[divergence] / step_cost["labels only"])
+        )
+        equal_time_steps[f"{divergence}, uncached"] = budget
+        for source in TEACHER_SOURCES[1:]:
+            remaining = time_limit[divergence] - build_share[source]
+            equal_time_steps[f"{divergence}, {source}"] = max(0, int(remaining / step_cost[f"{divergence}, {source}"]))
+    labels_only_steps = max(2, round(args.labels_only_factor * budget))
+    checkpoints = {round(fraction * budget) for fraction in CHECKPOINT_FRACTIONS if fraction <= args.labels_only_factor}
+    checkpoints |= {steps for name, steps in equal_time_steps.items() if name.startswith("labels only")}
+    checkpoints = sorted(steps for steps in checkpoints if steps >= 1)
+    labels_only_steps = max(labels_only_steps, checkpoints[-1])
+
+    # 4. The seeds, scored on the test split.
+    runs = {method: [] for method in METHODS}
+    equal_time = {name: [] for name in equal_time_steps}
+    saved = {"teacher": teacher}
+    for seed in range(args.seed, args.seed + args.seeds):
+        initial = new_student(seed)
+        student = fresh(initial, seed)
+        history, labels_clock, _ = fit_student(
+            student, student, training_data("uncached", seed), labels_only_steps, checkpoints=checkpoints
+        )
+        if seed == args.seed:  # One seed's logs (each history is also plotted).
+            output.add_history(f"labels only seed {seed}", history)
+        curve = scores_at(student, labels_clock.weights, *test)
+        student.set_weights(labels_clock.weights[budget])
+        print(f"labels only, seed {seed}: {curve}", flush=True)
+        runs["labels only"].append(
+            {
+                "seed": seed,
+                "bits_per_byte": curve[budget],
+                "step_seconds": labels_clock.step_seconds(),
+                "curve": {str(steps): score for steps, score in curve.items()},
+            }
+        )
+        if seed == args.seed:
+            saved["student_labels_only"] = student
+        for divergence in DIVERGENCES:
+            steps = equal_time_steps[f"labels only, the time of {divergence}"]
+            equal_time[f"labels only, the time of {divergence}"].append(
+                {"seed": seed, "steps": steps, "bits_per_byte": curve[steps], "seconds": labels_clock.seconds(steps)}
+            )
+            for source in TEACHER_SOURCES:
+                name = f"{divergence}, {source}"
+                steps = equal_time_steps[name]
+                if steps < 1:
+                    equal_time[name].append({"seed": seed, "steps": 0, "bits_per_byte": None, "seconds": 0.0})
+                    continue
+                student = fresh(initial, seed)
+                history, clock, fit_seconds = fit_student(
+                    distiller(student, divergence, alpha), student, training_data(source, seed), steps
+                )
+                if seed == args.seed:
+                    output.add_history(f"{divergence if source == 'uncached' else name} seed {seed}", history)
+                score = bits_per_byte(student, *test)
+                record = {
+                    "seed": seed,
+                    "steps": steps,
+                    "bits_per_byte": score,
+                    "seconds": clock.seconds(steps) + build_share.get(source, 0.0),
+                    "step_seconds": clock.step_seconds(),
+                    "fit_seconds": round(fit_seconds, 1),
+                }
+                equal_time[name].append(record)
+                print(f"{name}, seed {seed}: {score:.4f} bits per byte after {steps} steps", flush=True)
+                if source == "uncached":
+                    runs[divergence].append({**record, "labels_only_steps_to_reach": steps_to_reach(curve, score)})
+                    if seed == args.seed:
+                        saved["student_" + divergence.split(" (")[0].replace(" ", "_")] = student
     output.save_models(saved)
 
     unigram = unigram_bits_per_byte(splits["train"], y_test, weight_test)
-    teacher_parameters = support.parameter_count(teacher)
-    summary = {}
-    rows = [
-        ["unigram of the training bytes", "-", f"{unigram:.3f}", "-", "-"],
-        [
-            f"teacher ({args.teacher_depth}x{args.teacher_width})",
-            f"{teacher_parameters:,}",
-            f"{teacher_bpb:.3f}",
-            "-",
-            f"{teacher_seconds:.0f}",
-        ],
-    ]
-    for method in METHODS:
-        scores = [run["bits_per_byte"] for run in runs[method]]
-        mean, std = mean_std(scores)
-        seconds = mean_std([run["seconds"] for run in runs[method]])[0]
-        summary[method] = {"mean": mean, "std": std, "seconds_mean": seconds}
-        rows.append(
-            [
-                f"student ({args.student_depth}x{args.student_width}): {method}",
-                f"{student_parameters:,}",
-                f"{mean:.3f} ± {std:.3f}",
-                ", ".join(f"{score:.3f}" for score in scores),
-                f"{seconds:.0f}",
-            ]
-        )
-    header = [
-        "Model",
-        "Parameters",
-        f"Held-out bits per byte (mean ± std, {args.seeds} seeds)",
-        "Per seed",
-        "Training s (mean)",
-    ]
-    steps = args.epochs * args.steps_per_epoch
-    table = support.markdown_table(header, rows)
-    settings = (
-        f"Teacher: {teacher_epochs * args.steps_per_epoch} steps; every student: {steps} steps of "
-        f"{args.batch_size} windows of {args.context} bytes, seeds {args.seed}-{args.seed + args.seeds - 1}, "
-        f"T={args.temperature}, alpha={args.alpha} (distillation weight). Scored on the {args.split} split: "
-        f"{scored_bytes:,} bytes. Teacher/student parameters: {teacher_parameters / student_parameters:.1f}x."
+    settings = {
+        "budget": budget,
+        "alpha": alpha,
+        "pool_windows": len(x_pool),
+        "labels_only_steps": labels_only_steps,
+        "checkpoints": checkpoints,
+    }
+    tables = report_tables(
+        args,
+        settings,
+        grid=grid,
+        gains=gains,
+        teacher_bpb=teacher_bpb,
+        unigram=unigram,
+        parameters=(teacher_parameters, student_parameters),
+        runs=runs,
+        equal_time=equal_time,
+        equal_time_steps=equal_time_steps,
+        step_cost=step_cost,
+        build_seconds=build_seconds,
+        build_share=build_share,
+        cache_bytes={source: cache.nbytes for source, cache in caches.items()},
     )
+    summary = {
+        method: dict(zip(("mean", "std"), mean_std([run["bits_per_byte"] for run in method_runs])))
+        for method, method_runs in runs.items()
+    }
     return output.finish(
-        f"{table}\n\n{settings}",
+        tables,
         {
             "corpus": corpus,
-            "scored_split": args.split,
             "scored_bytes": scored_bytes,
             "unigram_bits_per_byte": unigram,
             "teacher": {
                 "parameters": teacher_parameters,
                 "bits_per_byte": teacher_bpb,
                 "seconds": round(teacher_seconds, 1),
-                "steps": teacher_epochs * args.steps_per_epoch,
+                "steps": args.epochs * args.steps_per_epoch,
             },
             "student_parameters": student_parameters,
-            "student_steps": steps,
+            "validation_grid": {
+                name: {str(steps): score for steps, score in scores.items()} for name, scores in grid.items()
+            },
+            "chosen": settings,
+            "cache_build_seconds": build_seconds,
+            "cache_build_share_seconds": build_share,
+            "step_seconds": step_cost,
+            "equal_time_steps": equal_time_steps,
             "runs": runs,
+            "equal_time": equal_time,
             "summary": summary,
             # The machine is shared: its 1, 5 and 15 minute load averages.
             "load_average": {"start": load_at_start, "end": os.getloadavg()},

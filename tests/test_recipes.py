@@ -223,7 +223,7 @@ def assert_apart_from_shipped_results(output_dir):
     assert not shipped, f"a smoke run in {output_dir} would overwrite {shipped}"
 
 
-@pytest.mark.parametrize("recipe", [*RECIPES, "stdlib_byte_lm"])
+@pytest.mark.parametrize("recipe", [*RECIPES, "stdlib_byte_lm", "generation_addition"])
 def test_smoke_output_goes_where_git_ignores_it(recipe):
     args = support.parse_args(recipe, "test", ["--smoke"], epochs=1, datasets=("mnist_5k",))
     assert_apart_from_shipped_results(args.output_dir)
@@ -338,8 +338,24 @@ def test_byte_lm_recipe_distils_per_token_in_smoke_mode(byte_lm, tmp_path):
     assert "SMOKE RUN" in (tmp_path / "report.md").read_text()
     assert set(results["runs"]) == set(byte_lm.METHODS)
     for runs in results["runs"].values():
-        # 2 steps from random weights: close to log2(256) = 8 bits.
+        # A few steps from random weights: close to log2(256) = 8 bits.
         assert len(runs) == 1 and 6.0 < runs[0]["bits_per_byte"] < 9.0
+    # The budget and alpha come from the validation grid, where every setting was scored.
+    chosen, grid = results["chosen"], results["validation_grid"]
+    settings = byte_lm.SMOKE_SETTINGS
+    assert chosen["budget"] in settings["budgets"] and chosen["alpha"] in (0.5, 1.0)
+    assert set(grid) == {"labels only", "forward KL, alpha=0.5", "forward KL, alpha=1.0"}
+    assert all(set(scores) == {str(steps) for steps in settings["budgets"]} for scores in grid.values())
+    # Labels only is scored at every checkpoint, which include the budget and its equal-time steps.
+    curve = results["runs"]["labels only"][0]["curve"]
+    assert set(curve) == {str(steps) for steps in chosen["checkpoints"]} and str(chosen["budget"]) in curve
+    for divergence in byte_lm.DIVERGENCES:
+        assert results["equal_time_steps"][f"{divergence}, uncached"] == chosen["budget"]
+        assert str(results["equal_time_steps"][f"labels only, the time of {divergence}"]) in curve
+        for source in byte_lm.TEACHER_SOURCES:
+            (record,) = results["equal_time"][f"{divergence}, {source}"]
+            assert record["steps"] == results["equal_time_steps"][f"{divergence}, {source}"]
+            assert (record["bits_per_byte"] is None) == (record["steps"] == 0)
     histories = json.loads((tmp_path / "history.json").read_text())
     assert "distillation_loss" not in histories["labels only seed 0"]
     for method in byte_lm.METHODS[1:]:
@@ -353,6 +369,30 @@ def test_byte_lm_recipe_distils_per_token_in_smoke_mode(byte_lm, tmp_path):
     ):
         model = keras.saving.load_model(tmp_path / f"{name}.keras")  # safe_mode=True
         assert tuple(model.output.shape) == (None, byte_lm.SMOKE_SETTINGS["context"], 256)
+
+
+def test_byte_lm_trains_exactly_the_steps_asked_and_keeps_each_checkpoint(byte_lm):
+    import numpy as np
+
+    files = [("a.py", b"import os\nimport sys\n" * 4)]
+    windows = byte_lm.random_windows(files, context=8, batch_size=2, steps_per_epoch=2, seed=0)
+    student = byte_lm.byte_transformer(8, 8, 1, 2, "student")
+    initial = student.get_weights()
+    _, clock, _ = byte_lm.train_steps(
+        student, student, windows, steps=5, batches_per_epoch=2, learning_rate=1e-2, warmup_steps=1, checkpoints=(2, 5)
+    )
+    assert len(clock.times) == 5 and set(clock.weights) == {2, 5}
+    assert all(np.array_equal(a, b) for a, b in zip(clock.weights[5], student.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(clock.weights[2], clock.weights[5]))
+    assert not all(np.array_equal(a, b) for a, b in zip(initial, clock.weights[2]))
+
+
+def test_byte_lm_labels_only_steps_to_reach_interpolate_between_checkpoints(byte_lm):
+    curve = {100: 3.0, 200: 2.5, 400: 2.0}
+    assert byte_lm.steps_to_reach(curve, 2.25) == {"steps": pytest.approx(300.0), "bound": "="}
+    assert byte_lm.steps_to_reach(curve, 2.5) == {"steps": pytest.approx(200.0), "bound": "="}
+    assert byte_lm.steps_to_reach(curve, 3.5) == {"steps": 100, "bound": "<="}
+    assert byte_lm.steps_to_reach(curve, 1.0) == {"steps": 400, "bound": ">"}
 
 
 def test_byte_lm_bits_per_byte_matches_the_distillers_weighted_student_loss(byte_lm):
@@ -388,3 +428,179 @@ def test_patient_recipe_distils_from_a_view_cache(tmp_path, monkeypatch):
     # Two epochs, each row in one of its 2 cached views; no teacher in the step, no label.
     assert len(patient["loss"]) == 2 and "student_loss" not in patient
     assert "2 cached augmented views" in (tmp_path / "report.md").read_text()
+
+
+# recipes/ensemble_into_one.py: an ensemble of MLPs distilled into one MLP.
+
+
+@pytest.fixture
+def ensemble_recipe(monkeypatch):
+    """The names of recipes/ensemble_into_one.py, run as a script is (its `import support` finds support.py)."""
+    import runpy
+    import types
+
+    monkeypatch.syspath_prepend(str(REPOSITORY / "recipes"))
+    return types.SimpleNamespace(**runpy.run_path(str(REPOSITORY / "recipes" / "ensemble_into_one.py")))
+
+
+def test_ensemble_recipe_serves_the_mean_softmax_and_computes_the_share_of_the_gain_kept(ensemble_recipe):
+    import numpy as np
+
+    from keras_kd import models
+
+    members = [models.mlp_student((4,), 3, (5,), name=f"member_{index}") for index in range(3)]
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    probabilities = [keras.ops.convert_to_numpy(keras.ops.softmax(member(x))) for member in members]
+    served = ensemble_recipe.ensemble_model(members, (4,)).predict(x, verbose=0)
+    np.testing.assert_allclose(served, np.mean(probabilities, axis=0), rtol=1e-5, atol=1e-7)
+    assert ensemble_recipe.share_kept(single=0.90, ensemble=0.95, distilled=0.94) == pytest.approx(0.8)
+    assert ensemble_recipe.share_kept(single=0.90, ensemble=0.95, distilled=0.89) == pytest.approx(-0.2)
+    assert ensemble_recipe.share_kept(single=0.90, ensemble=0.90, distilled=0.94) is None
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    expected = -(np.log(np.exp(2.0) / np.exp(logits[0]).sum()) + np.log(1 / 3)) / 2
+    assert ensemble_recipe.cross_entropy(logits, np.array([0, 1])) == pytest.approx(expected)
+    args = support.parse_args("ensemble_into_one", "test", ["--smoke"], epochs=1, datasets=("both",))
+    assert_apart_from_shipped_results(args.output_dir)
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_ensemble_recipe_distils_its_members_on_both_datasets_in_smoke_mode(ensemble_recipe, tmp_path):
+    results = ensemble_recipe.main(["--smoke", "--backend", SMOKE_BACKEND, "--output-dir", str(tmp_path)])
+    assert results["smoke"] is True and results["backend"] == SMOKE_BACKEND
+    report = (tmp_path / "report.md").read_text()
+    assert "SMOKE RUN" in report and f"Expected beforehand: {ensemble_recipe.EXPECTED}" in report
+    histories = json.loads((tmp_path / "history.json").read_text())
+    settings = ensemble_recipe.SMOKE_SETTINGS
+    for dataset in ("mnist_5k", "digits"):
+        (run,) = results["datasets"][dataset]["runs"]
+        assert len(run["test_accuracy"]["members"]) == settings["members"]
+        assert run["parameters"]["ensemble"] == settings["members"] * run["parameters"]["distilled"]
+        # T and alpha are the validation grid's best; every grid point was trained from the cached members.
+        assert len(run["grid"]) == len(settings["temperatures"]) * len(settings["alphas"])
+        best = max(run["grid"], key=lambda point: (point["validation_accuracy"], -point["validation_cross_entropy"]))
+        assert run["chosen"] == {"temperature": best["temperature"], "alpha": best["alpha"]}
+        for point in run["grid"]:
+            distilled = histories[f"{dataset} seed 0 distilled T={point['temperature']:g} alpha={point['alpha']:g}"]
+            assert distilled["temperature"] == [pytest.approx(point["temperature"])]
+            assert distilled["distillation_loss"][0] > 0
+        for model in ("ensemble", "distilled"):
+            assert set(run["predict_ms"][model]) == {"test split", "one image"}
+        for name in (f"{dataset}_member_0", f"{dataset}_single", f"{dataset}_distilled"):
+            assert keras.saving.load_model(tmp_path / f"{name}.keras").output.shape[-1] == 10
+
+
+# recipes/generation_addition.py: addition answered by generation, distilled off- and on-policy.
+
+
+@pytest.fixture
+def addition(monkeypatch):
+    """recipes/generation_addition.py as a module (its `import support` finds recipes/support.py)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPOSITORY / "recipes"))
+    return importlib.import_module("generation_addition")
+
+
+def test_addition_problems_are_sums_written_least_significant_digit_first_in_disjoint_splits(addition):
+    import numpy as np
+
+    import keras_kd
+
+    def number(tokens):
+        return sum((token - addition.ZERO) * 10**place for place, token in enumerate(tokens))
+
+    splits = addition.problems(200, 50)
+    pairs = {}
+    for name, (prompts, answers) in splits.items():
+        assert len(prompts) == len(answers) == (200 if name == "train" else 50), name
+        pairs[name] = set()
+        for prompt, answer in zip(prompts, answers):
+            assert len(prompt) == addition.PROMPT_TOKENS and len(answer) == addition.ANSWER_TOKENS
+            assert (prompt[addition.DIGITS], prompt[-1]) == (addition.PLUS, addition.EQUALS)
+            first, second = number(prompt[: addition.DIGITS]), number(prompt[addition.DIGITS + 1 : -1])
+            assert number(answer) == first + second
+            pairs[name].add((first, second))
+    assert len(pairs["train"] | pairs["validation"] | pairs["test"]) == 300
+    assert (
+        addition.decode(addition.digit_tokens(123, 3) + [addition.PLUS] + addition.digit_tokens(579, 4)) == "321+9750"
+    )
+    # Every row fills the sequence: start, prompt, answer, end; the answer and the end token are the targets.
+    x, y, sample_weight = keras_kd.prompts.layout(
+        *splits["test"], addition.SEQUENCE_LENGTH, start_token_id=addition.START, end_token_id=addition.END
+    )
+    assert x["padding_mask"].all() and (x["token_ids"][:, -1] == addition.END).all()
+    np.testing.assert_array_equal(y[:, -2 - addition.ANSWER_TOKENS : -2], np.array(splits["test"][1]))
+    assert (sample_weight.sum(axis=1) == addition.ANSWER_TOKENS + 1).all()
+
+
+def test_addition_exact_match_needs_every_answer_digit_then_the_end_token(addition):
+    import numpy as np
+
+    end, answer = addition.END, [5, 6, 7, 8]
+    generated = np.array(
+        [
+            [5, 6, 7, 8, end, 9],  # right (what follows the end token does not count)
+            [5, 6, 7, 9, end, 0],  # a digit wrong
+            [5, 6, 7, 8, 5, end],  # no end token after the answer
+            [5, 6, 7, end, 0, 0],  # stopped a digit early
+        ]
+    )
+    exact, digits = addition.score_answers(generated, [answer] * 4)
+    assert exact == pytest.approx(0.25)
+    assert digits == pytest.approx((4 + 3 + 4 + 3) / 16)
+    with pytest.raises(ValueError, match="4 generated tokens per row; the answer needs 5"):
+        addition.score_answers(generated[:, :4], [answer] * 4)
+
+
+def test_addition_greedy_answers_are_the_models_own_argmax_continuations(addition):
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    model = addition.causal_lm(8, "tiny")
+    prompts, _ = addition.problems(4, 4)["test"]
+    generated = addition.generated_answers(model, prompts)
+    assert generated.shape == (4, addition.ANSWER_TOKENS + 1)
+    # The same continuation, one full forward pass per token, no cache and no sampler.
+    length, prompt_end = addition.SEQUENCE_LENGTH, addition.PROMPT_TOKENS + 1
+    tokens = np.zeros((4, length), "int32")
+    tokens[:, 0], tokens[:, 1:prompt_end] = addition.START, prompts
+    for position in range(prompt_end, length):
+        mask = np.broadcast_to(np.arange(length) < position, tokens.shape)
+        logits = keras.ops.convert_to_numpy(model.predict_on_batch({"token_ids": tokens, "padding_mask": mask}))
+        tokens[:, position] = logits[:, position - 1].argmax(axis=-1)
+    expected = tokens[:, prompt_end:]
+    for row in range(4):
+        stops = np.flatnonzero(expected[row] == addition.END)
+        compared = stops[0] + 1 if stops.size else expected.shape[1]
+        np.testing.assert_array_equal(generated[row, :compared], expected[row, :compared])
+
+
+def test_addition_default_student_is_at_least_8x_smaller_than_the_teacher(addition):
+    args = support.parse_args(
+        addition.RECIPE, "test", [], epochs=1, datasets=("addition",), add_arguments=addition.add_arguments
+    )
+    teacher = addition.causal_lm(args.teacher_width, "teacher")
+    student = addition.causal_lm(args.student_width, "student")
+    assert support.parameter_count(teacher) >= addition.MIN_SIZE_RATIO * support.parameter_count(student)
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_generation_recipe_trains_every_method_in_smoke_mode(addition, tmp_path):
+    results = addition.main(["--smoke", "--backend", SMOKE_BACKEND, "--output-dir", str(tmp_path)])
+    assert results["smoke"] is True and results["backend"] == SMOKE_BACKEND
+    report = (tmp_path / "report.md").read_text()
+    assert "SMOKE RUN" in report and f"Expected beforehand: {addition.EXPECTED}" in report
+    assert list(results["runs"]) == list(addition.METHODS)
+    histories = json.loads((tmp_path / "history.json").read_text())
+    for method, (run,) in results["runs"].items():
+        assert 0.0 <= run["exact_match"] <= run["digit_accuracy"] <= 1.0
+        assert run["seconds"] > 0 and run["tokens_per_second"] > 0
+        history = histories[f"{method} seed 0"]
+        # SFT is the student's own fit; every other method distils (the distillation term only, alpha=1).
+        assert ("distillation_loss" in history) == (method != "SFT") and "student_loss" not in history
+    assert 0.0 <= results["teacher"]["scores"]["test"]["exact_match"] <= 1.0
+    for name in ("teacher", "student_SFT", "student_on_policy_reverse_KL_lmbda_1"):
+        model = keras.saving.load_model(tmp_path / f"{name}.keras")  # safe_mode=True
+        assert model.backbone.vocabulary_size == addition.VOCABULARY_SIZE
