@@ -239,3 +239,43 @@ def test_batches_the_sampler_cannot_use_are_refused_before_training(models):
         np.testing.assert_array_equal(weight, kept)
     with pytest.raises(ValueError, match="replaces the responses of training batches"):
         keras_kd.TeacherCache.for_distiller(distiller, x)
+
+
+def gemma3_lm(hidden_dim, num_layers, name):
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=VOCAB,
+        image_size=None,
+        num_layers=num_layers,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim,
+        head_dim=hidden_dim // 2,
+        vision_encoder=None,
+    )
+    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None, name=name)
+
+
+def qwen3_lm(hidden_dim, num_layers, name):
+    backbone = keras_hub.models.Qwen3Backbone(
+        vocabulary_size=VOCAB,
+        num_layers=num_layers,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        head_dim=hidden_dim // 2,
+        hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim,
+    )
+    return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None, name=name)
+
+
+@pytest.mark.parametrize("family", [gemma3_lm, qwen3_lm], ids=["gemma3", "qwen3"])
+def test_other_families_distil_on_policy_from_the_prompts_layout(family):
+    prompts, responses = [[5, 6, 7], [8, 9], [10, 11, 12, 13]], [[20, 21], [22, 23, 24], [25]]
+    x, y, sample_weight = keras_kd.prompts.layout(prompts, responses, LENGTH, start_token_id=1, end_token_id=END)
+    teacher, student = family(32, 2, "teacher"), family(16, 1, "student")
+    distiller = keras_kd.OnPolicyDistiller(teacher, student, max_new_tokens=5, stop_token_ids=[END], seed=0)
+    history = distiller.compile(optimizer="adam").fit(
+        x, y, sample_weight=sample_weight, batch_size=3, epochs=2, verbose=0
+    )
+    assert np.isfinite(history.history["loss"]).all() and history.history["loss"][0] > 0
