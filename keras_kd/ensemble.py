@@ -65,8 +65,12 @@ def resolve_teacher(teacher, student, teacher_weights, target):
 def teacher_ensemble(teachers, name="teacher_ensemble"):
     """One functional model of `teachers` (checked by `check_teachers`), outputting their stacked logits."""
     first = teachers[0]
+    try:
+        structure = first.input  # A dict for KerasHub's models.
+    except AttributeError:  # A Sequential's, on torch.
+        structure = first.inputs[0] if len(first.inputs) == 1 else first.inputs
     inputs = keras.tree.map_structure(
-        lambda tensor: keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype), first.input
+        lambda tensor: keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype), structure
     )
     outputs = StackedLogits(name="stacked_logits")([teacher(inputs) for teacher in teachers])
     return keras.Model(inputs, outputs, name=name)
