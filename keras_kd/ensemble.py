@@ -67,7 +67,7 @@ def teacher_ensemble(teachers, name="teacher_ensemble"):
     first = teachers[0]
     try:
         structure = first.input  # A dict for KerasHub's models.
-    except AttributeError:  # A Sequential's, on torch.
+    except AttributeError:  # A Sequential has only its list of inputs.
         structure = first.inputs[0] if len(first.inputs) == 1 else first.inputs
     inputs = keras.tree.map_structure(
         lambda tensor: keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype), structure
