@@ -383,3 +383,17 @@ def test_label_free_fit_with_compiled_metrics_and_labelled_validation():
     # Training had no labels: no training accuracy is logged (not a stale 0.0).
     assert "accuracy" not in history.history
     assert len(history.history["distillation_loss"]) == 2
+
+
+def test_logits_large_enough_to_be_chunked_train():
+    # (2, 32, 65,600) logits exceed the chunking threshold of the logit losses
+    # (keras_kd.losses), whose loop TensorFlow must differentiate.
+    def token_model(units, name):
+        tokens = keras.Input((32,), dtype="int32")
+        hidden = keras.layers.Embedding(16, units)(tokens)
+        return keras.Model(tokens, keras.layers.Dense(65_600)(hidden), name=name)
+
+    x = np.random.default_rng(0).integers(0, 16, (2, 32)).astype("int32")
+    distiller = keras_kd.Distiller(token_model(4, "teacher"), token_model(2, "student"), temperature=2.0, alpha=1.0)
+    history = distiller.compile(optimizer="adam").fit(x, epochs=1, batch_size=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all()

@@ -63,6 +63,9 @@ def _per_position(function_name, row_loss, teacher_logits, student_logits, tempe
     if positions is None or positions * shape[-1] <= _CHUNKING_THRESHOLD:
         return row_loss(*_casting.floats32(teacher_logits, student_logits), temperature)
     classes = shape[-1]
+    # A tensor, not a variable: TensorFlow cannot differentiate the loop
+    # below through a variable read inside it.
+    temperature = ops.copy(temperature)
     # Equal chunks (a remainder handled apart costs jax two copies of the logits).
     rows = _largest_divisor_at_most(positions, max(_CHUNK_ELEMENTS // classes, 1))
     chunked_shape = (positions // rows, rows, classes)
