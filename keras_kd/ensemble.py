@@ -83,7 +83,7 @@ def members(model):
     return [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
 
-def check_teachers(teachers, teacher_weights, target):
+def check_teachers(teachers, teacher_weights=None, target=TARGETS[0]):
     """The teachers as a list and their weights normalized to sum to 1.
 
     Raises:

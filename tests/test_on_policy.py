@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import hub_support
 import keras_kd
 from keras_kd import sampling
 
@@ -14,16 +15,7 @@ PROMPT_LENGTHS, RESPONSE_LENGTHS = np.array([3, 4, 5, 3]), np.array([4, 3, 5, 6]
 
 
 def causal_lm(num_layers, hidden_dim, name, vocabulary_size=VOCAB):
-    backbone = keras_hub.models.Llama3Backbone(
-        vocabulary_size=vocabulary_size,
-        num_layers=num_layers,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=hidden_dim,
-        intermediate_dim=2 * hidden_dim,
-        dropout=0.0,
-    )
-    return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=None, name=name)
+    return hub_support.llama3_lm(num_layers, hidden_dim, name, vocabulary_size)
 
 
 def prompt_response_batch(seed=0, prompt_lengths=PROMPT_LENGTHS, response_lengths=RESPONSE_LENGTHS):
@@ -241,39 +233,11 @@ def test_batches_the_sampler_cannot_use_are_refused_before_training(models):
         keras_kd.TeacherCache.for_distiller(distiller, x)
 
 
-def gemma3_lm(hidden_dim, num_layers, name):
-    backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=VOCAB,
-        image_size=None,
-        num_layers=num_layers,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=hidden_dim,
-        intermediate_dim=2 * hidden_dim,
-        head_dim=hidden_dim // 2,
-        vision_encoder=None,
-    )
-    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None, name=name)
-
-
-def qwen3_lm(hidden_dim, num_layers, name):
-    backbone = keras_hub.models.Qwen3Backbone(
-        vocabulary_size=VOCAB,
-        num_layers=num_layers,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        head_dim=hidden_dim // 2,
-        hidden_dim=hidden_dim,
-        intermediate_dim=2 * hidden_dim,
-    )
-    return keras_hub.models.Qwen3CausalLM(backbone=backbone, preprocessor=None, name=name)
-
-
-@pytest.mark.parametrize("family", [gemma3_lm, qwen3_lm], ids=["gemma3", "qwen3"])
+@pytest.mark.parametrize("family", [hub_support.gemma3_lm, hub_support.qwen3_lm], ids=["gemma3", "qwen3"])
 def test_other_families_distil_on_policy_from_the_prompts_layout(family):
     prompts, responses = [[5, 6, 7], [8, 9], [10, 11, 12, 13]], [[20, 21], [22, 23, 24], [25]]
     x, y, sample_weight = keras_kd.prompts.layout(prompts, responses, LENGTH, start_token_id=1, end_token_id=END)
-    teacher, student = family(32, 2, "teacher"), family(16, 1, "student")
+    teacher, student = family(2, 32, "teacher", VOCAB), family(1, 16, "student", VOCAB)
     distiller = keras_kd.OnPolicyDistiller(teacher, student, max_new_tokens=5, stop_token_ids=[END], seed=0)
     history = distiller.compile(optimizer="adam").fit(
         x, y, sample_weight=sample_weight, batch_size=3, epochs=2, verbose=0

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import hub_support
 import keras_kd
 from keras_kd.prompts import layout
 
@@ -158,28 +159,15 @@ def test_the_layout_is_what_gemma3s_preprocessor_yields(gemma3_tokenizer):
     assert keras.ops.convert_to_numpy(kerashub_x["token_ids"])[0, :6].tolist() != prompt_tokens
 
 
-def gemma3_causal_lm(hidden_dim, name, vocabulary_size):
-    backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=vocabulary_size,
-        image_size=16,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=hidden_dim,
-        intermediate_dim=2 * hidden_dim,
-        head_dim=hidden_dim // 2,
-        vision_encoder=None,
-    )
-    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=None, name=name)
-
-
 def test_a_gemma3_causal_lm_distils_on_the_layout_and_only_the_responses_count(gemma3_tokenizer):
     vocabulary_size = gemma3_tokenizer.vocabulary_size()
     prompts = ["what is two plus two", "the lazy dog", "what is", "the quick brown fox"]
     responses = ["four", "slept", "two plus two", "jumped"]
     x, y, sample_weight = layout(prompts, responses, 8, tokenizer=gemma3_tokenizer)
     distiller = keras_kd.Distiller(
-        gemma3_causal_lm(16, "teacher", vocabulary_size), gemma3_causal_lm(8, "student", vocabulary_size), alpha=0.5
+        hub_support.gemma3_lm(1, 16, "teacher", vocabulary_size),
+        hub_support.gemma3_lm(1, 8, "student", vocabulary_size),
+        alpha=0.5,
     )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
 

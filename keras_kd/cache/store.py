@@ -524,8 +524,7 @@ class TeacherCache:
 def _teacher_model(teacher):
     """The model a cache runs: `teacher`, or the `keras_kd.ensemble.teacher_ensemble` of a list of teachers."""
     if isinstance(teacher, (list, tuple)):
-        teachers, _, _ = ensemble.check_teachers(teacher, None, ensemble.TARGETS[0])
-        return ensemble.teacher_ensemble(teachers)
+        return ensemble.teacher_ensemble(ensemble.check_teachers(teacher)[0])
     if not isinstance(teacher, keras.Model):
         raise TypeError(f"`teacher` must be a keras.Model; got {teacher!r} of type {type(teacher).__name__}.")
     return teacher
