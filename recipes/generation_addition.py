@@ -304,13 +304,6 @@ def make_student(keras_kd, method, teacher, student, seed):
     )
 
 
-def mean_std(values):
-    import numpy as np
-
-    values = np.asarray(values, dtype="float64")
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
 def main(argv=None):
     args = support.parse_args(
         RECIPE, __doc__.splitlines()[0], argv, epochs=1, datasets=("addition",), add_arguments=add_arguments
@@ -405,11 +398,11 @@ def main(argv=None):
         ]
     ]
     for method, method_runs in runs.items():
-        exact = mean_std([100 * run["exact_match"] for run in method_runs])
-        digits = mean_std([100 * run["digit_accuracy"] for run in method_runs])
-        seconds = mean_std([run["seconds"] for run in method_runs])
+        exact = support.mean_std([100 * run["exact_match"] for run in method_runs])
+        digits = support.mean_std([100 * run["digit_accuracy"] for run in method_runs])
+        seconds = support.mean_std([run["seconds"] for run in method_runs])
         speeds = [run["tokens_per_second"] for run in method_runs if run["tokens_per_second"]]
-        speed = mean_std(speeds) if speeds else None
+        speed = support.mean_std(speeds) if speeds else None
         summary[method] = {
             "exact_match": exact,
             "digit_accuracy": digits,

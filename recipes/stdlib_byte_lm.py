@@ -487,15 +487,8 @@ def calibrate(runs, *, steps, rounds):
     return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
-def mean_std(values):
-    import numpy as np
-
-    values = np.asarray(values, dtype="float64")
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
 def mean_std_text(values, digits=3):
-    mean, std = mean_std(values)
+    mean, std = support.mean_std(values)
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -595,7 +588,7 @@ def report_tables(args, settings, *, grid, gains, teacher_bpb, unigram, paramete
             cost_name = "labels only" if name.startswith("labels only") else name
             build = next((seconds for source, seconds in costs["build_share"].items() if name.endswith(source)), 0.0)
             charged = steps * step_cost[cost_name] + build
-            measured = mean_std([record["seconds"] for record in records])[0] if steps else 0.0
+            measured = support.mean_std([record["seconds"] for record in records])[0] if steps else 0.0
             if steps:
                 scores = np.array([record["bits_per_byte"] for record in records])
                 score_cells = [mean_std_text(scores), mean_std_text(scores - reference)]
@@ -899,7 +892,7 @@ def main(argv=None):
         cache_bytes={source: cache.nbytes for source, cache in caches.items()},
     )
     summary = {
-        method: dict(zip(("mean", "std"), mean_std([run["bits_per_byte"] for run in method_runs])))
+        method: dict(zip(("mean", "std"), support.mean_std([run["bits_per_byte"] for run in method_runs])))
         for method, method_runs in runs.items()
     }
     return output.finish(

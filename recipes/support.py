@@ -559,3 +559,11 @@ class RecipeOutput:
             plots.plot_history(history, self.directory / f"history_{file_name}.png")
         if comparison is not None:
             plots.plot_comparison(comparison, self.directory / "comparison.png")
+
+
+def mean_std(values):
+    """`(mean, sample standard deviation)` of `values` as floats; the deviation is 0 for a single value."""
+    import numpy as np
+
+    values = np.asarray(values, dtype="float64")
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
