@@ -998,6 +998,21 @@ def test_the_catalogue_has_at_least_30_distinct_cases():
 # ------------------------------------------------------------------ after a refused fit (issue 18)
 
 
+@keras.saving.register_keras_serializable(package="keras_kd_tests")
+class _LossRefusedInTheStep(keras_kd.losses.SoftTargetKL):
+    """Raises the first time the train step is traced or run (after Keras has built the optimizer), then works."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.refusals = 1
+
+    def call(self, teacher_logits, student_logits, temperature, step=None):
+        if self.refusals:
+            self.refusals -= 1
+            raise ValueError("refused inside the step")
+        return super().call(teacher_logits, student_logits, temperature, step=step)
+
+
 def _failing_fits():
     """(id, make_distiller, bad_fit): each `bad_fit(distiller)` raises ValueError."""
     schedule = lambda: polynomial(1.0, 2, -1.0)  # noqa: E731
@@ -1019,6 +1034,11 @@ def _failing_fits():
             "evaluate later batch",
             five_class_distiller,
             lambda d: d.evaluate(ArrayBatches(W.x, labels_with(9, row=30)), verbose=0),
+        ),
+        (
+            "an error inside the first step, with optimizer slots",
+            lambda: five_class_distiller(distillation_loss=_LossRefusedInTheStep()).compile(optimizer="adam"),
+            lambda d: d.fit(W.x, W.y, batch_size=8, verbose=0),
         ),
         (
             "temperature schedule at a step",

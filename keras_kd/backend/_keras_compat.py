@@ -251,6 +251,27 @@ def output_in_graph(model, layer):
     return None
 
 
+def functional_graph(model):
+    """The `Functional` graph of `model`: the model itself, or a Sequential's `_functional`; None for a subclassed one."""
+    import keras
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model if isinstance(model, Functional) else None
+
+
+def replay_graph(graph, call):
+    """Calls every layer of the functional `graph` again, on its own inputs, as `call(layer, *args, **kwargs)`.
+
+    Returns the outputs, in the structure of `graph.output`. The layers get a
+    new symbolic call each (as when a model is called on an Input), so a
+    `keras.Model` built on what `call` returns runs those layers once.
+    Reads `Function._run_through_graph`, the loop `Functional.call` runs.
+    """
+    return graph._run_through_graph(graph.inputs, operation_fn=lambda layer: layer, call_fn=call)
+
+
 def is_validation_within_fit(evaluate_kwargs):
     """Whether `evaluate(**evaluate_kwargs)` is `fit`'s own validation pass.
 

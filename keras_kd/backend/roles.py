@@ -79,13 +79,23 @@ class GradientMechanics(Role, abc.ABC):
 
         return checked
 
+    @contextlib.contextmanager
     def keeping_state(self, distiller, checks):
         """A context in which a failed fit/evaluate leaves the Distiller's variables usable.
 
-        By default nothing to do: the trainer keeps the variables attached
-        throughout.
+        The trainer keeps the variables attached throughout. A step function
+        that failed before completing a call is dropped, so the next `fit`
+        makes a new one: TensorFlow's may have half-traced its first call,
+        and would refuse to create the variables that call creates on a
+        later one.
         """
-        return contextlib.nullcontext()
+        calls = checks.completed_calls
+        try:
+            yield
+        except BaseException:
+            if checks.completed_calls == calls:
+                distiller.train_function = distiller.test_function = distiller.predict_function = None
+            raise
 
 
 class WeightVersions(Role):

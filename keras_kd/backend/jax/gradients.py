@@ -80,7 +80,12 @@ class JaxGradientMechanics(roles.GradientMechanics):
         last step's at the end, which `evaluate` skips on an error and neither
         can do when the first step fails: the variables would then read as
         their initializers. Their values at the start are kept until then.
+        The optimizer is built first (as `fit` would), so that its slots are
+        among them: Keras drops a variable's initializer once it has a value.
         """
+        optimizer = getattr(distiller, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(distiller.trainable_variables)
         variables = _state_variables(distiller)
         values = {id(variable): variable.value for variable in variables}
         calls = checks.completed_calls
