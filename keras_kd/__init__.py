@@ -37,7 +37,9 @@ _EXPORTS = {
     "models": "keras_kd.models",
     "plots": "keras_kd.plots",
     "prompts": "keras_kd.prompts",
+    "pruning": "keras_kd.pruning",
     "report": "keras_kd.report",
+    "students": "keras_kd.students",
     "transfer": "keras_kd.transfer",
     "tuning": "keras_kd.tuning",
 }
