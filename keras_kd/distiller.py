@@ -427,7 +427,9 @@ class Distiller(keras.Model):
 
         Every logit term is computed per position of the logits `(batch,
         ..., classes)` and averaged over the valid positions (see
-        `keras_kd.positions`); feature terms are per example.
+        `keras_kd.positions`); so is a feature term whose feature has the
+        logits' positions, the others are per example
+        (`keras_kd.features.feature_terms`).
         """
         student_logits, student_features = kd_features.split_extracted(
             self._student_extractor(batch.x, training=training), self.feature_matches
@@ -448,16 +450,12 @@ class Distiller(keras.Model):
             terms["student_loss"] = kd_positions.divided_by_count(hard_sum, positions, counted=labeled)
             # The mean over all valid positions of alpha * soft + (1 - alpha) * hard.
             loss = loss + (1.0 - alpha) * kd_positions.divided_by_count(hard_sum, positions)
-        if self.feature_matches:
-            example_weights = kd_positions.per_example_weights(positions, batch.sample_weight)
-        for match, adapter, teacher_feature, student_feature in zip(
-            self.feature_matches, self.adapters, batch.teacher_features, student_features
-        ):
-            if adapter is not None:
-                student_feature = adapter(student_feature, training=training)
-            feature_loss = ops.cast(match.loss(teacher_feature, student_feature), "float32")
-            terms[match.name] = kd_losses.weighted_mean(feature_loss, example_weights)
-            loss = loss + match.weight * terms[match.name]
+        feature_values = kd_features.feature_terms(
+            self.feature_matches, self.adapters, batch, student_features, student_logits, positions, training
+        )
+        for match, value in zip(self.feature_matches, feature_values):
+            terms[match.name] = value
+            loss = loss + match.weight * value
         regularization = self.student.losses + [
             loss_value for adapter in self.adapters if adapter is not None for loss_value in adapter.losses
         ]

@@ -26,8 +26,9 @@ token-level trainers do (Hugging Face's `ignore_index`, TRL, torchtune).
 
 This module is also where every loss term is reduced to a scalar:
 `mean_over_positions` (built from `sum_over_positions` and
-`divided_by_count`) for the per-position terms, and `weighted_mean` for the
-per-example ones (feature matching, with `per_example_weights`).
+`divided_by_count`) for the per-position terms (the feature matches among
+them whose features have the logits' positions), and `weighted_mean` for the
+per-example ones (the other feature matches, with `per_example_weights`).
 """
 
 import collections
@@ -128,8 +129,14 @@ def labeled_positions(labels, logits):
     return ops.cast(labels >= 0, "float32")
 
 
-def per_example_weights(positions, sample_weight):
-    """Weights of whole examples, for terms that are not per position (feature matching).
+def per_example_weights(positions, sample_weight, term="A feature match", why="compares whole examples"):
+    """Weights of whole examples, for terms that are not per position.
+
+    Args:
+        positions: The logits' `Positions`.
+        sample_weight: The batch's sample weight, or None.
+        term: What the term is, for the error (e.g. the feature match).
+        why: Why it is per example, for the error.
 
     Raises:
         ValueError: when some positions do not count (a per-position weight
@@ -137,10 +144,11 @@ def per_example_weights(positions, sample_weight):
     """
     if positions.valid is not None:
         raise ValueError(
-            "Feature matching compares whole-example features, so it cannot leave out "
-            "masked or zero-weighted positions of per-position logits. Use feature matches "
-            "without a mask or per-position sample_weight (a sample_weight of shape (batch,) "
-            "works), or distil the logits alone."
+            f"{term} {why}, so it cannot leave out masked or zero-weighted positions of "
+            "per-position logits. Compare per position instead (the 'mse' and 'cosine' feature "
+            "losses on a feature (batch, *positions, dim) whose leading axes are the logits' "
+            "positions), or train without a mask or per-position sample_weight (a sample_weight "
+            "of shape (batch,) works), or distil the logits alone."
         )
     return sample_weight
 

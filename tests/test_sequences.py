@@ -209,10 +209,10 @@ def test_logits_of_other_classes_or_positions_are_refused():
         keras_kd.Distiller(segmenter(16, "t"), keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 2, 2)]))
 
 
-def test_feature_matching_with_masked_positions_is_refused_with_a_reason():
+def test_whole_example_feature_matching_with_masked_positions_is_refused_with_a_reason():
     x, y = token_data()
     teacher, student = tagger(16, "t"), tagger(16, "s")
-    match = keras_kd.FeatureMatch(teacher.layers[2].name, student.layers[2].name, loss="hint")
+    match = keras_kd.FeatureMatch(teacher.layers[2].name, student.layers[2].name, loss="rkd")
     distiller = compiled(keras_kd.Distiller(teacher, student, feature_matches=[match]))
     history = distiller.fit(x, y, batch_size=BATCH, verbose=0).history  # no mask: per-example terms work
     assert np.isfinite(history["loss"]).all()

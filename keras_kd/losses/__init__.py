@@ -16,16 +16,19 @@ Two families:
 * Feature losses (`FeatureLoss`): `loss(teacher_feature, student_feature)`.
   `HintMSE` (FitNets), `AttentionTransfer`, `CosineFeatureLoss`, and the
   batch-level relational losses `RelationalKD` and `ProbabilisticKT`.
+  `HintMSE` and `CosineFeatureLoss` also compare per position
+  (`loss.per_position(...)`, e.g. per token of hidden states), so that the
+  Distiller can leave padded positions out.
 
 Where a paper and its reference code disagree, the docstrings say which one
 is followed, so that hyperparameters published with the code carry over.
 
 The functions live in one private module per family: `_logits` (the
 divergences between logits and their chunking over positions, and logit
-standardization), `_decoupled` (DKD), `_features` (per-example feature
-losses), `_relations` (batch-level relational losses) and `_labels` (the
-hard-label term). The classes live in `_base` (the base classes),
-`_logit_classes` and `_feature_classes`. Every public name is re-exported
+standardization), `_decoupled` (DKD), `_features` (feature losses, per
+example or per position), `_relations` (batch-level relational losses) and
+`_labels` (the hard-label term). The classes live in `_base` (the base
+classes), `_logit_classes` and `_feature_classes`. Every public name is re-exported
 here; `weighted_mean` is `keras_kd.positions.weighted_mean`.
 """
 

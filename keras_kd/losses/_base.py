@@ -106,15 +106,36 @@ class FeatureLoss(_ConfiguredLoss):
     feature to the teacher's shape with an adapter whenever they differ;
     relational losses (False) compare the two batches' internal structure
     and take features of any sizes.
+
+    A loss with `supports_positions = True` also compares features position
+    by position: `loss.per_position(teacher_feature, student_feature)`
+    casts both to float32 and returns `call_per_position(...)`, one value per
+    position `(batch, ...)`, reduced over the last (feature) axis only. The
+    Distiller uses it for features whose leading axes are the positions of
+    per-position logits (hidden states `(batch, tokens, dim)` of a model
+    with logits `(batch, tokens, classes)`), and averages it over the valid
+    positions, as it does the logit terms, so padding and per-position
+    sample weights leave positions out.
     """
 
     requires_matching_shapes = True
+    supports_positions = False
 
     def __call__(self, teacher_feature, student_feature):
         return self.call(*_casting.floats32(teacher_feature, student_feature))
 
     def call(self, teacher_feature, student_feature):
         raise NotImplementedError(f"{type(self).__name__} must implement call(teacher_feature, student_feature).")
+
+    def per_position(self, teacher_feature, student_feature):
+        """The loss at each position `(batch, ...)`: features `(batch, ..., dim)` compared over `dim` only."""
+        return self.call_per_position(*_casting.floats32(teacher_feature, student_feature))
+
+    def call_per_position(self, teacher_feature, student_feature):
+        raise NotImplementedError(
+            f"{type(self).__name__} compares whole examples only (supports_positions is False); a loss "
+            "with supports_positions = True implements call_per_position(teacher_feature, student_feature)."
+        )
 
 
 def _snake_case(name):

@@ -13,7 +13,9 @@ class HintMSE(FeatureLoss):
     """FitNets hint loss (Romero et al., ICLR 2015); see `hint_mse`.
 
     Romero, Ballas, Kahou, Chassang, Gatta & Bengio, "FitNets: Hints for Thin
-    Deep Nets", ICLR 2015. String names: `"mse"`, `"hint"`.
+    Deep Nets", ICLR 2015. String names: `"mse"`, `"hint"`. Compares per
+    position too (`supports_positions`): the mean squared error over each
+    position's last axis.
 
     Example:
 
@@ -26,9 +28,13 @@ class HintMSE(FeatureLoss):
     """
 
     default_name = "mse"
+    supports_positions = True
 
     def call(self, teacher_feature, student_feature):
         return hint_mse(teacher_feature, student_feature)
+
+    def call_per_position(self, teacher_feature, student_feature):
+        return hint_mse(teacher_feature, student_feature, per_position=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -77,7 +83,9 @@ class CosineFeatureLoss(FeatureLoss):
     """`1 - cos(teacher, student)` of flattened features; see `cosine_feature_loss`.
 
     Cosine matching as in, e.g., Chen et al., "Improved Feature Distillation
-    via Projector Ensemble", NeurIPS 2022. String name: `"cosine"`.
+    via Projector Ensemble", NeurIPS 2022. String name: `"cosine"`. Compares
+    per position too (`supports_positions`): `1 - cos` of each position's
+    vector, e.g. per token of hidden states `(batch, tokens, dim)`.
 
     Example:
 
@@ -91,9 +99,13 @@ class CosineFeatureLoss(FeatureLoss):
     """
 
     default_name = "cosine"
+    supports_positions = True
 
     def call(self, teacher_feature, student_feature):
         return cosine_feature_loss(teacher_feature, student_feature)
+
+    def call_per_position(self, teacher_feature, student_feature):
+        return cosine_feature_loss(teacher_feature, student_feature, per_position=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

@@ -1,4 +1,4 @@
-"""Losses between one teacher feature and one student feature, per example.
+"""Losses between one teacher feature and one student feature, per example or per position.
 
 `hint_mse` (FitNets), `attention_transfer` (with its `attention_map`) and
 `cosine_feature_loss`. Each compares example i's teacher feature with
@@ -33,7 +33,7 @@ def _check_same_feature_shape(loss_name, teacher_feature, student_feature, axes=
         )
 
 
-def hint_mse(teacher_feature, student_feature):
+def hint_mse(teacher_feature, student_feature, per_position=False):
     """FitNets hint loss: mean squared error over all feature dimensions.
 
     Romero, Ballas, Kahou, Chassang, Gatta & Bengio, "FitNets: Hints for Thin
@@ -49,9 +49,14 @@ def hint_mse(teacher_feature, student_feature):
     Args:
         teacher_feature: Tensor of shape `(batch, ...)`.
         student_feature: Tensor of the same shape.
+        per_position: If True, the mean over the last axis only: one value
+            per position, e.g. per token of `(batch, tokens, dim)` hidden
+            states. Their mean over all positions is the per-example value's
+            mean over the batch.
 
     Returns:
-        Float32 tensor of shape `(batch,)`.
+        Float32 tensor of shape `(batch,)`, or the feature's shape without
+        its last axis with `per_position=True`.
 
     Raises:
         ValueError: if the static shapes differ.
@@ -63,12 +68,14 @@ def hint_mse(teacher_feature, student_feature):
     from keras_kd.losses import hint_mse
 
     assert float(hint_mse(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0]) == 1.0
+    assert tuple(hint_mse(np.zeros((1, 2, 2)), np.ones((1, 2, 2)), per_position=True).shape) == (1, 2)
     ```
     """
     teacher_feature, student_feature = _casting.floats32(teacher_feature, student_feature)
     _check_same_feature_shape("hint_mse", teacher_feature, student_feature)
-    difference = flatten_per_example(student_feature) - flatten_per_example(teacher_feature)
-    return ops.mean(ops.square(difference), axis=-1)
+    if not per_position:
+        teacher_feature, student_feature = flatten_per_example(teacher_feature), flatten_per_example(student_feature)
+    return ops.mean(ops.square(student_feature - teacher_feature), axis=-1)
 
 
 def attention_map(feature, p=2.0):
@@ -154,8 +161,8 @@ def attention_transfer(teacher_feature, student_feature, p=2.0):
     return ops.mean(ops.square(student_map - teacher_map), axis=-1)
 
 
-def cosine_feature_loss(teacher_feature, student_feature):
-    """One minus the cosine similarity of the flattened features, per example.
+def cosine_feature_loss(teacher_feature, student_feature, per_position=False):
+    """One minus the cosine similarity of the flattened features, per example (or per position).
 
     Cosine (direction) matching has no single source paper; it is, e.g., the
     direction-alignment feature loss of Chen, Wang, Liu, Xu, de Hoog & Huang,
@@ -165,12 +172,21 @@ def cosine_feature_loss(teacher_feature, student_feature):
     An all-zero feature has cosine 0 with everything (loss 1), as with
     `torch.nn.functional.cosine_similarity`.
 
+    With `per_position=True` each position's vector (the last axis) is
+    compared on its own: per token for hidden states `(batch, tokens, dim)`,
+    as DistilBERT's cosine embedding loss between hidden states does (Sanh,
+    Debut, Chaumond & Wolf, "DistilBERT, a distilled version of BERT",
+    2019).
+
     Args:
         teacher_feature: Tensor of shape `(batch, ...)`.
         student_feature: Tensor of the same shape.
+        per_position: If True, one value per position, over the last axis
+            only.
 
     Returns:
-        Float32 tensor of shape `(batch,)`, in [0, 2].
+        Float32 tensor of shape `(batch,)`, or the feature's shape without
+        its last axis with `per_position=True`; values in [0, 2].
 
     Raises:
         ValueError: if the static shapes differ.
@@ -186,8 +202,6 @@ def cosine_feature_loss(teacher_feature, student_feature):
     """
     teacher_feature, student_feature = _casting.floats32(teacher_feature, student_feature)
     _check_same_feature_shape("cosine_feature_loss", teacher_feature, student_feature)
-    similarity = ops.sum(
-        l2_normalize(flatten_per_example(teacher_feature)) * l2_normalize(flatten_per_example(student_feature)),
-        axis=-1,
-    )
-    return 1.0 - similarity
+    if not per_position:
+        teacher_feature, student_feature = flatten_per_example(teacher_feature), flatten_per_example(student_feature)
+    return 1.0 - ops.sum(l2_normalize(teacher_feature) * l2_normalize(student_feature), axis=-1)
