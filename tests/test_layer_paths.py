@@ -100,24 +100,38 @@ def test_a_keras_hub_backbone_layer_runs_once_per_step_and_caches(tmp_path):
     np.testing.assert_allclose(cache.teacher_features(match.teacher_layer), numpy(expected), rtol=1e-4, atol=1e-5)
 
 
-def test_a_keras_hub_transformer_layer_is_read_in_the_same_pass():
+def test_a_keras_hub_transformer_layer_is_read_in_the_same_pass_and_padding_is_left_out():
     pytest.importorskip("keras_hub")
     from hub_support import llama3_lm
 
-    teacher, student = llama3_lm(4, 16, "teacher", 32), llama3_lm(2, 16, "student", 32)
+    teacher, student = llama3_lm(4, 16, "teacher", 32), llama3_lm(2, 8, "student", 32)
     match = keras_kd.FeatureMatch(
         f"{teacher.backbone.name}/transformer_layer_3", f"{student.backbone.name}/transformer_layer_1"
     )
     distiller = keras_kd.Distiller(teacher, student, feature_matches=[match], temperature=1.0)
+    assert isinstance(distiller.adapters[0], keras.layers.Dense)  # 8 -> 16 at each token
     rng = np.random.default_rng(0)
-    x = {"token_ids": rng.integers(1, 32, (4, 6)), "padding_mask": np.ones((4, 6), bool)}
+    padding_mask = np.arange(6) < np.array([[6], [4], [5], [3]])
+    x = {"token_ids": rng.integers(1, 32, (4, 6)), "padding_mask": padding_mask}
+    y = rng.integers(0, 32, (4, 6))
     logits, feature = distiller._teacher_extractor(x)
     np.testing.assert_allclose(numpy(logits), numpy(teacher(x)), rtol=1e-5, atol=1e-5)
     layer = teacher.backbone.get_layer("transformer_layer_3")
     expected = keras.Model(teacher.backbone.input, layer.output)(x)
     np.testing.assert_allclose(numpy(feature), numpy(expected), rtol=1e-5, atol=1e-5)
-    history = distiller.compile(optimizer="adam").fit(x, rng.integers(0, 32, (4, 6)), epochs=2, verbose=0)
+    history = distiller.compile(optimizer="adam").fit(x, y, epochs=2, verbose=0)
     assert np.isfinite(history.history[match.name]).all()
+
+    def feature_term(token_ids):
+        batch = {"token_ids": token_ids, "padding_mask": padding_mask}
+        return distiller.evaluate(batch, y, batch_size=4, return_dict=True, verbose=0)[match.name]
+
+    # Other tokens where the padding is leave the term as it is; another token at a valid position does not.
+    padded_changed, valid_changed = x["token_ids"].copy(), x["token_ids"].copy()
+    padded_changed[~padding_mask] = (padded_changed[~padding_mask] + 7) % 31 + 1
+    valid_changed[1, 0] = valid_changed[1, 0] % 31 + 1
+    assert feature_term(padded_changed) == pytest.approx(feature_term(x["token_ids"]), rel=1e-5)
+    assert feature_term(valid_changed) != pytest.approx(feature_term(x["token_ids"]), rel=1e-3)
 
 
 def test_bad_layer_paths_say_what_exists():
