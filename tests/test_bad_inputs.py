@@ -111,6 +111,22 @@ def distiller(teacher=None, student=None, **kwargs):
     return keras_kd.Distiller(teacher or W.teacher, student or W.student, **kwargs)
 
 
+def deep_mlp():
+    """8 -> 16 -> 16 -> 16 -> 3: the two middle Dense layers can be dropped."""
+    return keras.Sequential(
+        [keras.Input((8,))]
+        + [keras.layers.Dense(16, activation="relu", name=f"deep_{i}") for i in range(3)]
+        + [keras.layers.Dense(3, name="deep_logits")]
+    )
+
+
+def mistral_backbone():
+    keras_hub = pytest.importorskip("keras_hub")
+    return keras_hub.models.MistralBackbone(
+        vocabulary_size=32, num_layers=2, num_query_heads=2, num_key_value_heads=1, hidden_dim=8, intermediate_dim=16
+    )
+
+
 def hidden(model):
     """The name of the hidden Dense layer of a `make_mlp` model."""
     return model.layers[1].name
@@ -684,6 +700,43 @@ CATALOGUE = [
         lambda: distiller(feature_matches=[keras_kd.FeatureMatch("missing", hidden(W.student))]),
         ValueError,
         ["no layer named 'missing'", "its layers:"],
+    ),
+    Case(
+        "feature match path into a layer",
+        lambda: distiller(feature_matches=[keras_kd.FeatureMatch(f"{hidden(W.teacher)}/kernel", hidden(W.student))]),
+        ValueError,
+        ["goes inside '", "not a functional model", "name that layer itself"],
+    ),
+    Case(
+        "feature match name with a slash",
+        lambda: keras_kd.FeatureMatch("a", "b", name="hidden/0"),
+        ValueError,
+        ["got 'hidden/0'", "without '/'"],
+    ),
+    # ---- keras_kd.students and keras_kd.pruning
+    Case(
+        "student keep_layers out of range",
+        lambda: keras_kd.students.from_teacher(deep_mlp(), keep_layers=[5]),
+        ValueError,
+        ["keep_layers=[5]", "out of range", "indexed 0 to 1"],
+    ),
+    Case(
+        "student keep_layers empty",
+        lambda: keras_kd.students.from_teacher(deep_mlp(), keep_layers=[]),
+        ValueError,
+        ["keep_layers=[]", "keeps from 1 to 1"],
+    ),
+    Case(
+        "student of a family that cannot be shrunk",
+        lambda: keras_kd.students.from_teacher(mistral_backbone(), num_layers=1),
+        TypeError,
+        ["kerashub mistralbackbone", "cannot shrink", "gpt-2, llama"],
+    ),
+    Case(
+        "pruned width not narrower",
+        lambda: keras_kd.pruning.prune_width(deep_mlp(), W.x, units={"deep_1": 16}),
+        ValueError,
+        ["16", "[1, 15]"],
     ),
     Case(
         "feature match negative weight",
