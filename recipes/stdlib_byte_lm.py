@@ -244,6 +244,34 @@ def held_out_windows(files, context):
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(weights)
 
 
+def held_out_data(args):
+    """The corpus as a recipe reads it: `(splits, test, validation, corpus, description)`.
+
+    `splits` is `split_files(stdlib_files())`; `test` the `held_out_windows`
+    of the test files at `args.context` (the first `args.max_eval_windows`
+    if set); `validation` `args.validation_windows` evenly spaced windows of
+    the validation files; `corpus` each split's `describe_split`;
+    `description` the corpus and the bytes scored, in words.
+    """
+    import numpy as np
+
+    splits = split_files(stdlib_files())
+    test = held_out_windows(splits["test"], args.context)
+    if args.max_eval_windows:
+        test = tuple(array[: args.max_eval_windows] for array in test)
+    validation = held_out_windows(splits["validation"], args.context)
+    spread = np.unique(np.linspace(0, len(validation[0]) - 1, args.validation_windows).round().astype(int))
+    validation = tuple(array[spread] for array in validation)
+    corpus = {name: describe_split(files) for name, files in splits.items()}
+    description = (
+        f"Python {'.'.join(sysconfig.get_python_version().split('.')[:2])} standard library, "
+        f"{len(STDLIB_MODULES)} top-level modules: {corpus['train']['bytes']:,} training bytes "
+        f"({len(splits['train'])} files), test split {corpus['test']['bytes']:,} bytes "
+        f"({len(splits['test'])} files), {int(test[2].sum()):,} bytes scored"
+    )
+    return splits, test, validation, corpus, description
+
+
 def unigram_bits_per_byte(train_files, y, sample_weight):
     """Bits per byte of the held-out labels under the training bytes' frequencies (add-one smoothed)."""
     import numpy as np
@@ -657,22 +685,9 @@ def main(argv=None):
     import keras_kd
 
     load_at_start = os.getloadavg()
-    splits = split_files(stdlib_files())
-    x_test, y_test, weight_test = held_out_windows(splits["test"], args.context)
-    if args.max_eval_windows:
-        x_test, y_test, weight_test = (array[: args.max_eval_windows] for array in (x_test, y_test, weight_test))
-    test = (x_test, y_test, weight_test)
-    validation = held_out_windows(splits["validation"], args.context)
-    spread = np.unique(np.linspace(0, len(validation[0]) - 1, args.validation_windows).round().astype(int))
-    validation = tuple(array[spread] for array in validation)
-    corpus = {name: describe_split(files) for name, files in splits.items()}
+    splits, test, validation, corpus, description = held_out_data(args)
+    x_test, y_test, weight_test = test
     scored_bytes = int(weight_test.sum())
-    description = (
-        f"Python {'.'.join(sysconfig.get_python_version().split('.')[:2])} standard library, "
-        f"{len(STDLIB_MODULES)} top-level modules: {corpus['train']['bytes']:,} training bytes "
-        f"({len(splits['train'])} files), test split {corpus['test']['bytes']:,} bytes "
-        f"({len(splits['test'])} files), {scored_bytes:,} bytes scored"
-    )
     if args.smoke:
         description += " (smoke test: a few steps, a few windows; not a result)"
     output = support.RecipeOutput(args, support.Data(None, None, x_test, y_test, description), CLAIM)

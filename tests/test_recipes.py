@@ -223,7 +223,7 @@ def assert_apart_from_shipped_results(output_dir):
     assert not shipped, f"a smoke run in {output_dir} would overwrite {shipped}"
 
 
-@pytest.mark.parametrize("recipe", [*RECIPES, "stdlib_byte_lm", "generation_addition"])
+@pytest.mark.parametrize("recipe", [*RECIPES, "stdlib_byte_lm", "stdlib_hub_lm", "generation_addition"])
 def test_smoke_output_goes_where_git_ignores_it(recipe):
     args = support.parse_args(recipe, "test", ["--smoke"], epochs=1, datasets=("mnist_5k",))
     assert_apart_from_shipped_results(args.output_dir)
@@ -428,6 +428,104 @@ def test_patient_recipe_distils_from_a_view_cache(tmp_path, monkeypatch):
     # Two epochs, each row in one of its 2 cached views; no teacher in the step, no label.
     assert len(patient["loss"]) == 2 and "student_loss" not in patient
     assert "2 cached augmented views" in (tmp_path / "report.md").read_text()
+
+
+# recipes/stdlib_hub_lm.py: a KerasHub Llama 3 over bytes, half-depth students from random weights or the teacher.
+
+
+@pytest.fixture
+def hub_lm(monkeypatch):
+    """recipes/stdlib_hub_lm.py as a module (its imports find recipes/support.py and recipes/stdlib_byte_lm.py)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPOSITORY / "recipes"))
+    return importlib.import_module("stdlib_hub_lm")
+
+
+def test_hub_lm_batches_are_the_byte_lm_windows_as_keras_hub_inputs(hub_lm, byte_lm):
+    import numpy as np
+
+    files = [("a.py", bytes(range(40))), ("b.py", bytes(range(100, 160)))]
+
+    def windows():
+        return byte_lm.random_windows(files, context=8, batch_size=4, steps_per_epoch=2, seed=3)
+
+    plain, batches = windows(), hub_lm.token_batches(windows())
+    assert len(batches) == len(plain) == 2
+    first_epoch = batches[0][1]
+    for _ in range(2):
+        for index in range(2):
+            x, y = plain[index]
+            inputs, labels = batches[index]
+            assert set(inputs) == {"token_ids", "padding_mask"} and inputs["padding_mask"].all()
+            np.testing.assert_array_equal(inputs["token_ids"], x)
+            np.testing.assert_array_equal(labels, y)
+        plain.on_epoch_end()
+        batches.on_epoch_end()
+    # The epoch reaches the windows: the next epoch draws other windows.
+    assert not np.array_equal(batches[0][1], first_epoch)
+
+
+def test_hub_lm_student_from_the_teacher_gets_its_even_layers_and_matches_its_odd_ones(hub_lm):
+    import types
+
+    import numpy as np
+
+    from keras_kd import students
+
+    args = types.SimpleNamespace(width=8, heads=2)
+    keras.utils.set_random_seed(0)
+    teacher = hub_lm.causal_lm(args, 4, "teacher")
+    student = hub_lm.causal_lm(args, 2, "student")
+    student.set_weights(students.from_teacher(teacher, num_layers=2).get_weights())
+
+    def layer(model, index):
+        return model.get_layer(model.backbone.name).get_layer(f"transformer_layer_{index}")
+
+    for student_index, teacher_index in ((0, 0), (1, 2)):
+        for own, copied in zip(layer(student, student_index).weights, layer(teacher, teacher_index).weights):
+            np.testing.assert_array_equal(np.asarray(own), np.asarray(copied))
+    np.testing.assert_array_equal(
+        np.asarray(student.backbone.token_embedding.embeddings), np.asarray(teacher.backbone.token_embedding.embeddings)
+    )
+    matches = hub_lm.hidden_state_matches(teacher, student, 0.5)
+    assert [(match.teacher_layer, match.student_layer) for match in matches] == [
+        ("teacher_backbone/transformer_layer_1", "student_backbone/transformer_layer_0"),
+        ("teacher_backbone/transformer_layer_3", "student_backbone/transformer_layer_1"),
+    ]
+    assert all(match.weight == 0.5 and match.loss.name == "cosine" for match in matches)
+
+
+@needs_smoke_backend
+@pytest.mark.slow
+def test_hub_lm_recipe_trains_both_starts_by_every_method_in_smoke_mode(hub_lm, tmp_path):
+    results = hub_lm.main(["--smoke", "--backend", SMOKE_BACKEND, "--output-dir", str(tmp_path)])
+    assert results["smoke"] is True and results["backend"] == SMOKE_BACKEND
+    report = (tmp_path / "report.md").read_text()
+    assert "SMOKE RUN" in report and f"Expected beforehand: {hub_lm.EXPECTED}" in report
+    assert list(results["runs"]) == list(hub_lm.INITIALISATIONS)
+    # w is chosen per start from the validation grid, where every weight was scored.
+    weights = results["settings"]["feature_weights"]
+    for initialisation in hub_lm.INITIALISATIONS:
+        grid = results["validation_grid"][initialisation]
+        assert set(grid) == {str(weight) for weight in weights}
+        assert results["chosen_feature_weight"][initialisation] == min(weights, key=lambda weight: grid[str(weight)])
+        assert list(results["runs"][initialisation]) == list(hub_lm.METHODS)
+        for runs in results["runs"][initialisation].values():
+            # A few steps of tiny models: close to log2(256) = 8 bits.
+            assert len(runs) == 1 and 6.0 < runs[0]["bits_per_byte"] < 9.0
+    assert results["teacher"]["parameters"] > results["student_parameters"] > 0
+    histories = json.loads((tmp_path / "history.json").read_text())
+    student_layers = hub_lm.SMOKE_SETTINGS["teacher_depth"] // 2
+    for initialisation in hub_lm.INITIALISATIONS:
+        feature_terms = [f"cosine_student_backbone_transformer_layer_{layer}" for layer in range(student_layers)]
+        hidden = histories[f"{initialisation}, logit + hidden-state KD seed 0"]
+        assert all(hidden[term][-1] >= 0 for term in feature_terms)
+        logit = histories[f"{initialisation}, logit KD seed 0"]
+        assert logit["distillation_loss"] and not any(term in logit for term in feature_terms)
+        assert "distillation_loss" not in histories[f"{initialisation}, labels only seed 0"]
+    student = keras.saving.load_model(tmp_path / "student_from_teacher_logit_hidden_state_KD.keras")
+    assert student.backbone.num_layers == student_layers
 
 
 # recipes/ensemble_into_one.py: an ensemble of MLPs distilled into one MLP.
