@@ -27,7 +27,7 @@ StepOutputs = collections.namedtuple("StepOutputs", ["loss", "student_logits", "
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class Distiller(keras.Model):
+class Distiller(_keras_compat.SymbolicBuildFromOneReplica, keras.Model):
     """Knowledge distillation from a frozen teacher into a student.
 
     The loss per example is

@@ -296,6 +296,36 @@ class TensorBoardOnlyWithItsCallback:
             super()._configure_tensorboard_dir(callbacks, trial, execution)
 
 
+class SymbolicBuildFromOneReplica:
+    """Mixin for a `keras.Model`: under `tf.distribute`, builds from one replica's part of the first batch.
+
+    Before the first step, Keras's TensorFlow trainer (`_maybe_symbolic_build`)
+    averages the first batch over the replicas with one `strategy.reduce` of
+    the whole batch structure, which `tf.distribute.MultiWorkerMirroredStrategy`
+    with several workers refuses: it reduces one value at a time, so every
+    `fit` fails before training. The build reads only the batch's shapes and
+    dtypes, which each replica's part has too, so this override builds from
+    this process's first replica's part and never reduces.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and self._distribute_strategy is not None:
+            import keras
+            import tensorflow as tf
+
+            for _, _, batches in iterator:
+                data_batch = next(batches)
+                break
+            leaves = keras.tree.flatten(
+                keras.tree.map_structure(lambda value: isinstance(value, tf.distribute.DistributedValues), data_batch)
+            )
+            if all(leaves):
+                local_part = self._distribute_strategy.experimental_local_results
+                data_batch = keras.tree.map_structure(lambda value: local_part(value)[0], data_batch)
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
 def rebuild_grid_order(oracle):
     """Rebuilds a reloaded `keras_tuner.oracles.GridSearchOracle`'s grid bookkeeping from its trials.
 

@@ -16,9 +16,29 @@ class TensorFlowGradientMechanics(roles.GradientMechanics):
         variables = distiller.trainable_variables
         gradients = tape.gradient(loss, variables)
         distiller.optimizer.apply(gradients, variables)
-        return distiller.update_metrics(batch, outputs)
+        return _averageable_over_workers(distiller.update_metrics(batch, outputs))
 
     def test_step(self, distiller, data):
         batch = distiller.prepare_batch(data, training=False)
         outputs = distiller.compute_step_loss(batch, training=False)
-        return distiller.update_metrics(batch, outputs)
+        return _averageable_over_workers(distiller.update_metrics(batch, outputs))
+
+
+def _averageable_over_workers(logs):
+    """The step's logs, each scalar as a vector of one value when several workers train.
+
+    Under `tf.distribute.MultiWorkerMirroredStrategy` with several workers,
+    Keras's TensorFlow trainer averages each log over the replicas along its
+    first axis, which a scalar lacks (the step would fail). Each replica's
+    value of one element averages to the scalar the trainer logs everywhere
+    else; with one worker the logs stay as they are.
+    """
+    if not tf.distribute.has_strategy():
+        return logs
+    strategy = tf.distribute.get_strategy()
+    several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    )
+    if not several_workers:
+        return logs
+    return {name: tf.reshape(value, [1]) if value.shape.rank == 0 else value for name, value in logs.items()}
