@@ -31,6 +31,7 @@ _EXPORTS = {
     "OnPolicyDistiller": "keras_kd.on_policy",
     "TeacherCache": "keras_kd.cache",
     "datasets": "keras_kd.datasets",
+    "distributed": "keras_kd.distributed",
     "ensemble": "keras_kd.ensemble",
     "export": "keras_kd.export",
     "losses": "keras_kd.losses",
