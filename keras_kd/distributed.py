@@ -1,14 +1,18 @@
-"""Several processes training one student: which process am I, which rows are mine, who writes files.
+"""Several processes training one student: joining the job, which rows are mine, who writes files.
 
-On the torch backend, a run launched with `torchrun --nproc_per_node N
-train.py` is data parallel once the script calls `initialize()` (or
-`torch.distributed.init_process_group` itself): the Distiller averages the
-student's gradients across the processes at every step, so each process
-keeps the same weights, and each process reads its own shard of the data
-(`process_shard`). Without a process group, and on the other backends, the
-functions here describe a single process: `rank()` is 0, `world_size()` is
-1, `process_shard` returns its arguments, `chief_callbacks` keeps every
-callback. See docs/guides/distributed-torch.md.
+`initialize()` reads what the launcher put in the environment and joins the
+job, so one script runs unchanged under `torchrun` (torch), as the processes
+of a JAX job (`KERAS_DISTRIBUTION_*`, `keras.distribution.DataParallel`),
+as TensorFlow workers (`TF_CONFIG`, `MultiWorkerMirroredStrategy`), and
+alone. On torch, the Distiller then averages the student's gradients across
+the processes at every step, so each process keeps the same weights; torch
+and JAX processes each read their own rows of every batch (`process_shard`,
+`local_batch_size`), while Keras splits TensorFlow's batches itself. Without
+a launcher the functions describe a single process: `rank()` is 0,
+`world_size()` is 1, `process_shard` returns its arguments,
+`chief_callbacks` keeps every callback. See the guides
+docs/guides/distributed-torch.md, distributed-jax.md and
+distributed-tensorflow.md, and recipes/distributed_mnist.py.
 
 ```python
 import keras
@@ -22,6 +26,7 @@ assert keras_kd.distributed.is_chief() and len(callbacks) == 1
 ```
 """
 
+import contextlib
 import os
 
 import keras
@@ -35,6 +40,10 @@ _WRITES_FILES = (
 )
 
 
+# The TensorFlow strategy `initialize` made from TF_CONFIG, once made.
+_tensorflow_strategy = None
+
+
 def _torch_process_group():
     """`torch.distributed` when the backend is torch and a process group is initialized; None otherwise."""
     if keras.backend.backend() != "torch":
@@ -46,63 +55,147 @@ def _torch_process_group():
     return None
 
 
-def initialize(backend=None):
-    """Joins the process group that `torchrun` describes in the environment (torch backend).
+def _launcher():
+    """The engine the environment asks for: `"torch"` (torchrun), `"jax"`, `"tensorflow"` (TF_CONFIG), or None."""
+    if "WORLD_SIZE" in os.environ:
+        return "torch"
+    if "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ or "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ:
+        return "jax"
+    if "TF_CONFIG" in os.environ:
+        return "tensorflow"
+    return None
 
-    Reads `RANK`, `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT`, which
-    `torchrun` sets for each process, and calls
-    `torch.distributed.init_process_group`. On a machine with GPUs, each
-    process also takes the GPU `LOCAL_RANK` as its device, so call this
-    before creating any model. Does nothing if the process group is already
-    initialized, or if the script was not launched by `torchrun` (no
-    `WORLD_SIZE` in the environment), so the same script also runs as one
-    process.
+
+def initialize(backend=None):
+    """Joins the job that the launcher describes in the environment; a single process without one.
+
+    The same script then runs under each engine's launcher, and alone:
+
+    - `torchrun` (torch backend; `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+      `MASTER_PORT`): calls `torch.distributed.init_process_group`; on a
+      machine with GPUs each process also takes the GPU `LOCAL_RANK`. The
+      Distiller then averages the gradients across the processes.
+    - `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`
+      and `KERAS_DISTRIBUTION_PROCESS_ID` (JAX backend): calls
+      `keras.distribution.initialize()` and sets
+      `keras.distribution.DataParallel` over every device of every process,
+      each process feeding its own share of each batch
+      (`auto_shard_dataset=False`).
+    - `TF_CONFIG` (TensorFlow backend): makes a
+      `tf.distribute.MultiWorkerMirroredStrategy`; create the models and
+      compile the Distiller inside `scope()`. Keras splits each batch
+      between the workers itself.
+
+    Call it first, before creating any model. Does nothing a second time.
 
     Args:
         backend: torch's communication backend: `"nccl"` (GPUs), `"gloo"`
             (CPUs); by default NCCL when CUDA is available, gloo otherwise.
+            Ignored by the other engines.
 
     Returns:
         The number of processes (`world_size()`).
 
     Raises:
-        ValueError: if Keras's backend is not torch while `WORLD_SIZE` is
-            set (the other engines have their own launchers).
+        ValueError: if the launcher's engine is not Keras's backend (e.g.
+            `torchrun` with `KERAS_BACKEND=jax`).
     """
-    if "WORLD_SIZE" not in os.environ:
+    global _tensorflow_strategy
+    launcher = _launcher()
+    if launcher is None:
         return world_size()
-    if keras.backend.backend() != "torch":
+    if keras.backend.backend() != launcher:
+        how = {
+            "torch": "torchrun (WORLD_SIZE is set)",
+            "jax": "a JAX job (KERAS_DISTRIBUTION_* is set)",
+            "tensorflow": "TensorFlow workers (TF_CONFIG is set)",
+        }[launcher]
         raise ValueError(
-            f"keras_kd.distributed.initialize() joins a torch process group, but Keras's backend is "
-            f"{keras.backend.backend()!r}; set KERAS_BACKEND=torch, or use that engine's own set-up "
-            "(keras.distribution.initialize on JAX, tf.distribute on TensorFlow)."
+            f"keras_kd.distributed.initialize(): the environment describes {how}, but Keras's backend is "
+            f"{keras.backend.backend()!r}; set KERAS_BACKEND={launcher}, or launch with "
+            f"{keras.backend.backend()}'s own launcher."
         )
-    import torch
+    if launcher == "torch":
+        import torch
 
-    if not torch.distributed.is_initialized():
-        if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        torch.distributed.init_process_group(backend=backend)
+        if not torch.distributed.is_initialized():
+            if backend is None:
+                backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            torch.distributed.init_process_group(backend=backend)
+    elif launcher == "jax":
+        if not isinstance(keras.distribution.distribution(), keras.distribution.DataParallel):
+            keras.distribution.initialize()
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(devices=keras.distribution.list_devices(), auto_shard_dataset=False)
+            )
+    elif _tensorflow_strategy is None:
+        import tensorflow as tf
+
+        _tensorflow_strategy = tf.distribute.MultiWorkerMirroredStrategy()
     return world_size()
+
+
+def scope():
+    """Where to create the models and compile the Distiller: the TensorFlow workers' strategy scope, else nothing."""
+    if _tensorflow_strategy is not None:
+        return _tensorflow_strategy.scope()
+    return contextlib.nullcontext()
 
 
 def rank():
     """This process's index among the training processes, from 0; 0 for a single process."""
     group = _torch_process_group()
-    return group.get_rank() if group is not None else 0
+    if group is not None:
+        return group.get_rank()
+    if _tensorflow_strategy is not None:
+        return _tensorflow_strategy.cluster_resolver.task_id or 0
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index()
+    return 0
 
 
 def world_size():
     """The number of training processes; 1 for a single process."""
     group = _torch_process_group()
-    return group.get_world_size() if group is not None else 1
+    if group is not None:
+        return group.get_world_size()
+    if _tensorflow_strategy is not None:
+        return _tensorflow_strategy.cluster_resolver.cluster_spec().num_tasks("worker")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_count()
+    return 1
 
 
 def is_chief():
     """True in the process that writes files (rank 0), and in a single process."""
     return rank() == 0
+
+
+def local_batch_size(global_batch_size):
+    """The `batch_size` each process passes to `fit` for batches of `global_batch_size` rows in all.
+
+    Each torch or JAX process feeds its own rows (`process_shard`), so it
+    takes `global_batch_size / world_size()`; TensorFlow's workers are each
+    given the global batch, which Keras splits between them.
+
+    Raises:
+        ValueError: if the global batch does not split evenly over the processes.
+    """
+    if _tensorflow_strategy is not None:
+        return global_batch_size
+    processes = world_size()
+    if global_batch_size % processes:
+        raise ValueError(
+            f"local_batch_size(): a global batch of {global_batch_size} rows does not split evenly over the "
+            f"{processes} processes; use a multiple of {processes}."
+        )
+    return global_batch_size // processes
 
 
 def process_shard(x, y=None, sample_weight=None):
@@ -130,6 +223,8 @@ def process_shard(x, y=None, sample_weight=None):
         ValueError: if the number of rows is not a multiple of
             `world_size()`, or differs between the arrays.
     """
+    if _tensorflow_strategy is not None:
+        return x, y, sample_weight  # Keras splits each batch between the workers.
     processes, index = world_size(), rank()
     arrays = [array for array in keras.tree.flatten((x, y, sample_weight)) if array is not None]
     rows = {len(array) for array in arrays}

@@ -223,7 +223,9 @@ def assert_apart_from_shipped_results(output_dir):
     assert not shipped, f"a smoke run in {output_dir} would overwrite {shipped}"
 
 
-@pytest.mark.parametrize("recipe", [*RECIPES, "stdlib_byte_lm", "stdlib_hub_lm", "generation_addition"])
+@pytest.mark.parametrize(
+    "recipe", [*RECIPES, "stdlib_byte_lm", "stdlib_hub_lm", "generation_addition", "distributed_mnist"]
+)
 def test_smoke_output_goes_where_git_ignores_it(recipe):
     args = support.parse_args(recipe, "test", ["--smoke"], epochs=1, datasets=("mnist_5k",))
     assert_apart_from_shipped_results(args.output_dir)
