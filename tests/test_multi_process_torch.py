@@ -66,13 +66,8 @@ def saved_run(path):
     return weights, saved["losses"], int(saved["processes"])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(REQUESTED_BACKEND != "torch", reason="torchrun and torch.distributed are the torch path")
-def test_two_torch_processes_train_the_student_of_one_process_on_the_global_batch(tmp_path):
-    from multi_process_torch_worker import EPOCHS, train
-
-    status, output = run_two_processes(tmp_path)
-    assert status == 0, f"torchrun failed ({status}):\n{output}"
+def assert_both_ranks_hold_the_one_process_weights(tmp_path, train):
+    """Checks the two ranks' saved runs against each other and one process; returns both ranks' and its losses."""
     (weights_0, losses_0, processes), (weights_1, losses_1, _) = (
         saved_run(tmp_path / f"rank{rank}.npz") for rank in (0, 1)
     )
@@ -84,6 +79,17 @@ def test_two_torch_processes_train_the_student_of_one_process_on_the_global_batc
     one_process_weights, one_process_losses = train()
     for expected, actual in zip(one_process_weights, weights_0, strict=True):
         np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
+    return losses_0, losses_1, one_process_losses
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(REQUESTED_BACKEND != "torch", reason="torchrun and torch.distributed are the torch path")
+def test_two_torch_processes_train_the_student_of_one_process_on_the_global_batch(tmp_path):
+    from multi_process_torch_worker import EPOCHS, train
+
+    status, output = run_two_processes(tmp_path)
+    assert status == 0, f"torchrun failed ({status}):\n{output}"
+    losses_0, losses_1, one_process_losses = assert_both_ranks_hold_the_one_process_weights(tmp_path, train)
     # Each process logs the loss of its own shard; with equal shards their
     # mean is the loss of the global batch.
     assert len(losses_0) == len(one_process_losses) == 8
@@ -107,15 +113,7 @@ def test_processes_killed_mid_epoch_and_restarted_resume_to_the_weights_of_an_un
     assert (tmp_path / "backup").exists()
     status, output = run_two_processes(tmp_path, "--backup")
     assert status == 0, f"torchrun failed ({status}):\n{output}"
-    (weights_0, losses_0, processes), (weights_1, losses_1, _) = (
-        saved_run(tmp_path / f"rank{rank}.npz") for rank in (0, 1)
-    )
-    assert processes == 2
-    for weight_0, weight_1 in zip(weights_0, weights_1, strict=True):
-        np.testing.assert_array_equal(weight_1, weight_0)
-    one_process_weights, one_process_losses = train()
-    for expected, actual in zip(one_process_weights, weights_0, strict=True):
-        np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
+    losses_0, losses_1, one_process_losses = assert_both_ranks_hold_the_one_process_weights(tmp_path, train)
     # The restarted processes trained the second epoch only.
     steps_per_epoch = len(one_process_losses) // EPOCHS
     np.testing.assert_allclose((losses_0 + losses_1) / 2, one_process_losses[steps_per_epoch:], rtol=0, atol=TOLERANCE)
